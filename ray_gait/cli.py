@@ -1,0 +1,100 @@
+"""`ray-gait SUBCOMMAND`: the command line of SPEC 3 (the same flags as `jobs/<subcommand>.py`)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Sequence
+
+from ray_gait.yaml_config import ConfigError, parse_override
+
+log = logging.getLogger("ray_gait")
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr with a non-zero exit status."""
+
+
+def _overrides(items: Sequence[str] | None) -> dict:
+    return dict(parse_override(item) for item in items or [])
+
+
+def add_heatmap_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait heatmap` (OpenGait's pretreatment_heatmap.py flags, plus ours)."""
+    p = sub.add_parser("heatmap", help="step 1: pose files -> skeleton maps (Parquet data set)",
+                       description="Render 2-channel skeleton maps (limbs, joints; 64x64 uint8) from pose files "
+                                   "in OpenGait's layout <id>/<type>/<view>/<seq>.pkl, with Ray Data, into "
+                                   "SAVE_ROOT/<NAME>_sigma_<sigma>_<EXT>/.",
+                       epilog="example: ray-gait heatmap --pose_data_path data/pose --save_root out "
+                              "--dataset_name Gait3D --set heatmap_generator_args.sigma=4.0")
+    p.add_argument("--pose_data_path", required=True, help="root of the pose .pkl files (path or s3://, gs:// URI)")
+    p.add_argument("--save_root", required=True, help="where the data set folder is written (path or URI)")
+    p.add_argument("--dataset_name", required=True,
+                   help="data set name (SUSTech1K keeps only 03*.pkl; GREW reads (T, 2+17*3) rows)")
+    p.add_argument("--ext_name", default="", help="suffix of the output folder name (default: empty)")
+    p.add_argument("--heatmap_cfg_path", "--heatemap_cfg_path", default=None,
+                   help="heatmap config YAML (default: the packaged configs/heatmap.yaml; OpenGait's "
+                        "pretreatment_heatmap.yaml also loads)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. "
+                   "heatmap_generator_args.sigma=4.0 (repeatable)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "pkl", "both"],
+                   help="parquet (default), pkl (OpenGait's per-sequence tree under pkl/) or both")
+    p.add_argument("--max-errors", type=int, default=0,
+                   help="exit non-zero when more inputs than this are rejected (default 0)")
+    p.add_argument("--shard-size", type=int, default=16, help="pose files per task and per Parquet part")
+    p.add_argument("--workers", type=int, default=None, help="concurrent render tasks (default: one per CPU)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "torch"], help="renderer backend")
+    p.set_defaults(handler=run_heatmap)
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    """Run step 1 and print the summary."""
+    from ray_gait.heatmap.config import load_heatmap_config
+    from ray_gait.ray_layer.heatmap_job import run_heatmap_job
+    config = load_heatmap_config(args.heatmap_cfg_path, _overrides(args.set))
+    summary = run_heatmap_job(args.pose_data_path, args.save_root, args.dataset_name, config,
+                              ext_name=args.ext_name, fmt=args.format, shard_size=args.shard_size,
+                              workers=args.workers, backend=args.backend)
+    print(f"heatmap: {summary.sequences} sequences, {summary.frames} frames, {summary.errors} errors, "
+          f"{summary.frames_per_second:.0f} frames/s ({summary.skipped_shards}/{summary.shards} shards "
+          f"already done) -> {summary.output}")
+    if summary.errors > args.max_errors:
+        raise CommandError(f"{summary.errors} input(s) rejected (more than --max-errors {args.max_errors}); "
+                           f"see {summary.output}/errors.jsonl")
+    return 0
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_heatmap_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ray-gait` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="ray-gait", description="SkeletonGait and SkeletonGait++ on Ray: "
+                                     "pose files -> skeleton maps -> training -> evaluation.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final summary")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    sub.required = True
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ray-gait` and of the scripts in jobs/."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.handler(args) or 0)
+    except (CommandError, ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())
+        print(f"ray-gait {args.command}: error: {reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ray-gait {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

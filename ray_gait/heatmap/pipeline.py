@@ -1,0 +1,95 @@
+"""Step 1 for one sequence: pose (T, V, 3) -> skeleton maps (T, 2, S, S) uint8 (limbs, joints).
+
+Defined behaviour for degenerate input (SPEC 2 and the issue):
+- T = 0, fewer than 17 joints (or other than 18 with `transfer_to_coco17`), a last axis other than 3,
+  a non-numeric dtype, NaN or inf: `ValueError` with the reason (the job records it in errors.jsonl).
+- more than 17 joints without `transfer_to_coco17` (e.g. COCO-18 or BODY-25 with `pose_format:
+  openpose-*`): rendered as the reference does, every joint in the joint map and the limbs of the
+  COCO-17 skeleton by index.
+- no joint detected in any frame (every coordinate 0): `ValueError("no valid frame ...")`.
+- a frame with every joint missing, or zero pose height: a blank (all-zero) frame; the sequence
+  keeps its length so that it stays aligned with its silhouettes.
+Output never contains NaN: it is uint8 by construction.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ray_gait.heatmap.align import align_maps
+from ray_gait.heatmap.config import HeatmapConfig, load_heatmap_config
+from ray_gait.heatmap.render import ArrayOps, render_maps
+from ray_gait.pose.normalize import center_and_scale, pad_keypoints
+from ray_gait.pose.skeleton import HIP_JOINTS, coco18_to_coco17
+
+BACKENDS = ("numpy", "torch")
+
+
+def validate_pose(pose: Any, config: HeatmapConfig) -> np.ndarray:
+    """Check one sequence and return it as float64 (T, V, 3); raises ValueError with the reason."""
+    if not isinstance(pose, np.ndarray):
+        raise ValueError(f"pose must be a numpy array, got {type(pose).__name__}")
+    if pose.dtype.kind not in "fiu":
+        raise ValueError(f"pose must be numeric, got dtype {pose.dtype}")
+    if pose.ndim != 3 or pose.shape[2] != 3:
+        raise ValueError(f"pose must be (T, V, 3) = x, y, confidence; got shape {pose.shape}")
+    if pose.shape[0] == 0:
+        raise ValueError("empty sequence (T = 0)")
+    joints = pose.shape[1]
+    if config.coco18tococo17_args.transfer_to_coco17 and joints != 18:
+        raise ValueError(f"transfer_to_coco17 needs COCO-18 poses (18 joints), got {joints}")
+    if joints < 17:
+        raise ValueError(f"expected 17 joints (COCO-17) or 18 (COCO-18 with transfer_to_coco17), got {joints}")
+    pose = pose.astype(np.float64)
+    bad = ~np.isfinite(pose)
+    if bad.any():
+        frame, joint, _ = np.argwhere(bad)[0]
+        raise ValueError(f"non-finite value (NaN or inf) at frame {frame}, joint {joint}")
+    if not (pose[..., :2] != 0).any():
+        raise ValueError("no valid frame: no joint was detected in any frame")
+    return pose
+
+
+def normalize_pose(pose: np.ndarray, config: HeatmapConfig) -> tuple[np.ndarray, np.ndarray]:
+    """COCO-18 -> 17, padding and normalization: (T, 17, 2) map coordinates and (T, 17) peak values."""
+    if config.coco18tococo17_args.transfer_to_coco17:
+        pose = coco18_to_coco17(pose)
+    pad = config.padkeypoints_args
+    detected = (pose[..., :2] != 0).any(axis=2)
+    pose = pad_keypoints(pose, pad.pad_method, pad.fix_quirks)
+    hips = HIP_JOINTS[config.norm_args.pose_format]
+    pts, valid = center_and_scale(pose, hips, config.norm_args.heatmap_image_height, pad.fix_quirks)
+    values = pose[..., 2].copy() if config.use_confidence else np.ones(pose.shape[:2])
+    if pad.fix_quirks:
+        values[~((pose[..., :2] != 0).any(axis=2))] = 0.0
+    values[~valid] = 0.0
+    del detected
+    return pts, values
+
+
+def _ops(backend: str, device: Any) -> ArrayOps:
+    if backend == "numpy":
+        return ArrayOps(np)
+    if backend == "torch":
+        import torch
+        return ArrayOps(torch, torch.device(device or "cpu"))
+    raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+
+
+def render_heatmaps(pose: np.ndarray, config: HeatmapConfig | None = None, backend: str = "numpy",
+                    device: Any = None) -> np.ndarray:
+    """One sequence (T, V, 3) -> uint8 (T, 2, S, S), channel 0 limbs, channel 1 joints (SPEC 3b)."""
+    config = config or load_heatmap_config()
+    pose = validate_pose(pose, config)
+    pts, values = normalize_pose(pose, config)
+    gen = config.heatmap_generator_args
+    ops = _ops(backend, device)
+    if ops.is_torch:
+        pts_in = ops.xp.as_tensor(pts, device=ops.device)
+        values_in = ops.xp.as_tensor(values, device=ops.device)
+        maps = render_maps(ops, pts_in, values_in, gen.sigma, gen.img_h, gen.img_w, gen.eps).cpu().numpy()
+    else:
+        maps = render_maps(ops, pts, values, gen.sigma, gen.img_h, gen.img_w, gen.eps)
+    align = config.align_args
+    return align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align)

@@ -1,0 +1,115 @@
+"""Step 1 in shards: plan, render one shard of pose files, write it atomically, describe it.
+
+Plain Python (no Ray): the Ray Data job maps `render_shard` over the planned shards.  A shard is
+finished when its record `_shards/<name>.json` exists; the record is written last, after the
+Parquet part and any pkl files, so a killed run leaves no finished-looking half shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
+from ray_gait.heatmap.pipeline import render_heatmaps
+from ray_gait.io import fs
+from ray_gait.io.dataset import HEATMAP_SCHEMA, heatmap_row, read_json, write_json_atomic, write_parquet_atomic
+from ray_gait.io.safe_pickle import loads_arrays
+from ray_gait.pose.io import pose_from_object, sequence_key
+
+log = logging.getLogger(__name__)
+
+SHARD_DIR = "_shards"
+PKL_DIR = "pkl"
+FORMATS = ("parquet", "pkl", "both")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What every shard needs to know (plain data, so it ships to Ray workers)."""
+
+    pose_root: str
+    out_root: str
+    dataset_name: str
+    config: dict
+    write_parquet: bool = True
+    write_pkl: bool = False
+    backend: str = "numpy"
+
+
+@dataclass
+class ShardRecord:
+    """What a finished shard wrote; stored as `_shards/<name>.json`."""
+
+    name: str
+    sources: list[str]
+    rows: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    parquet: str | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def plan_shards(sources: list[str], shard_size: int) -> list[dict[str, Any]]:
+    """Split sorted sources into shards named by index and content (`part-00003-<hash>`)."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be >= 1, got {shard_size}")
+    shards = []
+    for index, first in enumerate(range(0, len(sources), shard_size)):
+        chunk = sources[first:first + shard_size]
+        digest = hashlib.sha1("\n".join(chunk).encode("utf-8")).hexdigest()[:10]
+        shards.append({"name": f"part-{index:05d}-{digest}", "sources": chunk})
+    return shards
+
+
+def shard_record_location(out_root: str, name: str) -> fs.Location:
+    """Where the record of a shard lives."""
+    return fs.resolve(out_root).join(SHARD_DIR, f"{name}.json")
+
+
+def load_shard_record(out_root: str, name: str) -> ShardRecord | None:
+    """The record of a finished shard, or None."""
+    loc = shard_record_location(out_root, name)
+    if not fs.exists(loc):
+        return None
+    return ShardRecord(**read_json(loc))
+
+
+def _render_one(settings: JobSettings, config: HeatmapConfig, source: str) -> tuple[dict, Any]:
+    key = asdict(sequence_key(source))
+    raw = fs.read_bytes(fs.resolve(settings.pose_root).join(source))
+    pose = pose_from_object(loads_arrays(raw), settings.dataset_name)
+    return key, render_heatmaps(pose, config, backend=settings.backend)
+
+
+def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]:
+    """Render every pose file of a shard; write its Parquet part / pkl files and its record."""
+    started = time.perf_counter()
+    config = heatmap_config_from_dict(settings.config)
+    out = fs.resolve(settings.out_root)
+    record = ShardRecord(name=shard["name"], sources=list(shard["sources"]))
+    rows = []
+    for source in record.sources:
+        try:
+            key, heatmap = _render_one(settings, config, source)
+        except (ValueError, OSError) as exc:
+            record.errors.append({"source": source, "reason": str(exc)})
+            continue
+        if settings.write_pkl:
+            target = out.join(PKL_DIR, key["id"], key["type"], key["view"], f"{key['seq']}.pkl")
+            buffer = io.BytesIO()
+            pickle.dump(heatmap, buffer, protocol=4)
+            fs.write_bytes_atomic(target, buffer.getvalue())
+        rows.append(heatmap_row(key, heatmap))
+        record.frames += int(heatmap.shape[0])
+    record.rows = len(rows)
+    if settings.write_parquet and rows:
+        record.parquet = f"{record.name}.parquet"
+        write_parquet_atomic(out.join(record.parquet), rows, HEATMAP_SCHEMA)
+    record.seconds = time.perf_counter() - started
+    write_json_atomic(shard_record_location(settings.out_root, record.name), asdict(record))
+    return asdict(record)

@@ -1,0 +1,93 @@
+"""The heatmap data set on disk (SPEC 4): Parquet parts, `_manifest.json`, `errors.jsonl`.
+
+One row per sequence.  Parts are written whole under a temporary name and renamed into place
+(or uploaded in one piece on object stores), so a reader never sees a partial file.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ray_gait.io import fs
+
+MANIFEST = "_manifest.json"
+ERRORS = "errors.jsonl"
+KEY_COLUMNS = ("id", "type", "view", "seq", "source")
+
+HEATMAP_SCHEMA = pa.schema([
+    ("id", pa.string()), ("type", pa.string()), ("view", pa.string()), ("seq", pa.string()),
+    ("source", pa.string()),
+    ("frames", pa.int32()), ("height", pa.int32()), ("width", pa.int32()),
+    ("heatmap", pa.binary()),
+])
+
+PAIRED_SCHEMA = pa.schema(list(HEATMAP_SCHEMA) + [
+    ("sil_frames", pa.int32()), ("sil_height", pa.int32()), ("sil_width", pa.int32()),
+    ("silhouette", pa.binary()),
+])
+
+
+def heatmap_row(key: dict[str, str], heatmap: np.ndarray) -> dict[str, Any]:
+    """A Parquet row of a rendered sequence: key columns plus the uint8 (T, 2, H, W) heatmap bytes."""
+    if heatmap.dtype != np.uint8 or heatmap.ndim != 4 or heatmap.shape[1] != 2:
+        raise ValueError(f"heatmap must be uint8 (T, 2, H, W), got {heatmap.dtype} {heatmap.shape}")
+    row = {name: key[name] for name in KEY_COLUMNS}
+    row.update(frames=heatmap.shape[0], height=heatmap.shape[2], width=heatmap.shape[3],
+               heatmap=np.ascontiguousarray(heatmap).tobytes())
+    return row
+
+
+def decode_heatmap(row: dict[str, Any]) -> np.ndarray:
+    """The (frames, 2, height, width) uint8 array of a row."""
+    shape = (int(row["frames"]), 2, int(row["height"]), int(row["width"]))
+    return np.frombuffer(row["heatmap"], dtype=np.uint8).reshape(shape)
+
+
+def decode_silhouette(row: dict[str, Any]) -> np.ndarray:
+    """The (sil_frames, sil_height, sil_width) uint8 array of a paired row."""
+    shape = (int(row["sil_frames"]), int(row["sil_height"]), int(row["sil_width"]))
+    return np.frombuffer(row["silhouette"], dtype=np.uint8).reshape(shape)
+
+
+def write_parquet_atomic(loc: fs.Location, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """Write rows as one Parquet file that appears only when complete."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    fs.write_bytes_atomic(loc, buffer.getvalue())
+
+
+def write_json_atomic(loc: fs.Location, data: Any) -> None:
+    """Write a JSON document atomically."""
+    fs.write_bytes_atomic(loc, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json(loc: fs.Location) -> Any:
+    """Read a JSON document."""
+    return json.loads(fs.read_bytes(loc).decode("utf-8"))
+
+
+def parquet_files(root: str) -> list[str]:
+    """Sorted relative paths of the Parquet parts of a data set (temporary files excluded)."""
+    loc = fs.resolve(root)
+    return [p for p in fs.list_files(loc, depth=1, pattern="*.parquet") if not p.startswith(".")]
+
+
+def read_dataset(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Iterate over a data set (SPEC 4) as dicts; `heatmap` (and `silhouette`) decoded to numpy arrays."""
+    loc = fs.resolve(path)
+    if not fs.is_dir(loc):
+        raise FileNotFoundError(f"{path} is not a ray_gait data set folder")
+    for name in parquet_files(path):
+        table = pq.read_table(loc.join(name).path, filesystem=loc.fs, columns=columns)
+        for row in table.to_pylist():
+            if "heatmap" in row and "frames" in row:
+                row["heatmap"] = decode_heatmap(row)
+            if "silhouette" in row and "sil_frames" in row:
+                row["silhouette"] = decode_silhouette(row)
+            yield row

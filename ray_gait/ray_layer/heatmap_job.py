@@ -1,0 +1,167 @@
+"""Step 1 on Ray Data: pose files -> skeleton maps -> the Parquet data set of SPEC 4.
+
+The driver lists the pose files and plans shards; Ray Data maps `render_shard` over the shards
+still to do (each writes its own Parquet part atomically and then its record); the driver follows
+progress, then writes errors.jsonl, _manifest.json and the preview sheets.  A rerun skips
+finished shards, so a killed job resumes where it stopped and never duplicates a row.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+import ray
+import ray.data
+
+from ray_gait.heatmap.config import HeatmapConfig
+from ray_gait.heatmap.preview import preview_sheet, write_png
+from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, SHARD_DIR, JobSettings, load_shard_record, plan_shards,
+                                     render_shard)
+from ray_gait.io import fs
+from ray_gait.io.safe_pickle import loads_arrays
+from ray_gait.io.dataset import ERRORS, MANIFEST, read_dataset, read_json, write_json_atomic
+from ray_gait.pose.io import list_pose_files
+from ray_gait.ray_layer.session import ensure_ray
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "_config.json"
+PREVIEW_DIR = "preview"
+PREVIEW_SEQUENCES = 4
+
+
+@dataclass
+class HeatmapSummary:
+    """What a heatmap run produced."""
+
+    output: str
+    sequences: int
+    frames: int
+    rendered_frames: int
+    errors: int
+    shards: int
+    skipped_shards: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        """Frames rendered per wall-clock second in this run."""
+        return self.rendered_frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def output_name(dataset_name: str, config: HeatmapConfig, ext_name: str = "") -> str:
+    """`<NAME>_sigma_<sigma>_<E>`, the sigma printed as Python prints a float (OpenGait's naming)."""
+    return f"{dataset_name}_sigma_{config.sigma}_{ext_name}"
+
+
+def _check_same_config(out: fs.Location, config: HeatmapConfig, fmt: str) -> None:
+    loc = out.join(CONFIG_FILE)
+    wanted = {"config_hash": config.hash(), "config": config.to_dict(), "format": fmt}
+    if fs.exists(loc):
+        found = read_json(loc)
+        if found.get("config_hash") != wanted["config_hash"] or found.get("format") != fmt:
+            raise ValueError(f"{out.uri} holds output of another config or format "
+                             f"(hash {found.get('config_hash')}, format {found.get('format')}); "
+                             "use another --ext_name or remove it")
+        return
+    write_json_atomic(loc, wanted)
+
+
+def _remove_stale(out: fs.Location, planned: set[str]) -> None:
+    """Delete parts and records of shards that are not in the current plan (the inputs changed)."""
+    for rel in fs.list_files(out, depth=1, pattern="part-*.parquet"):
+        if rel[:-len(".parquet")] not in planned:
+            out.fs.delete_file(out.join(rel).path)
+    shard_dir = out.join(SHARD_DIR)
+    if fs.exists(shard_dir):
+        for rel in fs.list_files(shard_dir, depth=1, pattern="part-*.json"):
+            if rel[:-len(".json")] not in planned:
+                out.fs.delete_file(shard_dir.join(rel).path)
+
+
+def _first_sequences(out: fs.Location, from_parquet: bool) -> Iterator[tuple[str, np.ndarray]]:
+    if from_parquet:
+        for row in read_dataset(out.uri):
+            yield f"{row['id']}_{row['type']}_{row['view']}_{row['seq']}", row["heatmap"]
+        return
+    pkl_root = out.join(PKL_DIR)
+    for rel in fs.list_files(pkl_root, depth=4, pattern="*.pkl"):
+        yield rel[:-len(".pkl")].replace("/", "_"), loads_arrays(fs.read_bytes(pkl_root.join(rel)))
+
+
+def _write_previews(out: fs.Location, from_parquet: bool) -> list[str]:
+    """PNG sheets (limbs over joints) of the first sequences, in `preview/`."""
+    written = []
+    for name, heatmap in _first_sequences(out, from_parquet):
+        write_png(out.join(PREVIEW_DIR, f"{name}.png"), preview_sheet(heatmap))
+        written.append(name)
+        if len(written) >= PREVIEW_SEQUENCES:
+            break
+    return written
+
+
+def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, config: HeatmapConfig,
+                    ext_name: str = "", fmt: str = "parquet", shard_size: int = 16, workers: int | None = None,
+                    backend: str = "numpy") -> HeatmapSummary:
+    """Render every pose file below `pose_data_path` into `save_root/<NAME>_sigma_<s>_<E>/`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    out = fs.resolve(save_root).join(output_name(dataset_name, config, ext_name))
+    sources = list_pose_files(pose_data_path, dataset_name)
+    if not sources:
+        raise ValueError(f"no pose files found below {pose_data_path} (expected <id>/<type>/<view>/<seq>.pkl)")
+    fs.makedirs(out)
+    _check_same_config(out, config, fmt)
+    removed = fs.remove_temporaries(out)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    shards = plan_shards(sources, shard_size)
+    _remove_stale(out, {s["name"] for s in shards})
+    records = {s["name"]: load_shard_record(out.uri, s["name"]) for s in shards}
+    todo = [s for s in shards if records[s["name"]] is None]
+    log.info("%d pose files in %d shards; %d shard(s) already done, %d to render -> %s",
+             len(sources), len(shards), len(shards) - len(todo), len(todo), out.uri)
+    settings = JobSettings(pose_root=fs.resolve(pose_data_path).uri, out_root=out.uri, dataset_name=dataset_name,
+                           config=config.to_dict(), write_parquet=fmt in ("parquet", "both"),
+                           write_pkl=fmt in ("pkl", "both"), backend=backend)
+    new_frames = 0
+    if todo:
+        ensure_ray()
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        compute = ray.data.TaskPoolStrategy(size=workers) if workers else None
+        ds = ds.map(render_shard, fn_kwargs={"settings": settings}, num_cpus=1, compute=compute)
+        done_seqs = 0
+        for count, row in enumerate(ds.iter_rows(), start=1):
+            records[row["name"]] = load_shard_record(out.uri, row["name"])
+            done_seqs += int(row["rows"])
+            new_frames += int(row["frames"])
+            elapsed = time.perf_counter() - started
+            log.info("[%d/%d shards] %d sequences, %d frames, %.0f frames/s", count, len(todo), done_seqs,
+                     new_frames, new_frames / max(elapsed, 1e-9))
+    missing = [name for name, rec in records.items() if rec is None]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard(s) did not finish, e.g. {missing[0]}; run the command again")
+    finished = [records[s["name"]] for s in shards]
+    errors = [err for rec in finished for err in rec.errors]
+    fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
+                                                    for err in errors).encode("utf-8"))
+    manifest: dict[str, Any] = {
+        "config": config.to_dict(), "config_hash": config.hash(), "dataset_name": dataset_name,
+        "pose_data_path": settings.pose_root, "format": fmt,
+        "files": {rec.parquet: rec.rows for rec in finished if rec.parquet},
+        "pkl_root": PKL_DIR if settings.write_pkl else None,
+        "sequences": sum(rec.rows for rec in finished), "frames": sum(rec.frames for rec in finished),
+        "error_count": len(errors),
+    }
+    write_json_atomic(out.join(MANIFEST), manifest)
+    if manifest["sequences"]:
+        _write_previews(out, settings.write_parquet)
+    return HeatmapSummary(output=out.uri, sequences=manifest["sequences"], frames=manifest["frames"],
+                          rendered_frames=new_frames, errors=len(errors), shards=len(shards), skipped_shards=len(shards) - len(todo),
+                          seconds=time.perf_counter() - started)
