@@ -64,7 +64,39 @@ def run_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_heatmap_parser]
+def add_link_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait link` (OpenGait's ln_sil_heatmap.py flags, plus ours)."""
+    p = sub.add_parser("link", help="step 2: pair heatmaps with silhouettes (for SkeletonGait++)",
+                       description="Pair heatmaps and silhouettes per (id, type, view): a Parquet data set "
+                                   "with both columns, or OpenGait's symlink tree (0_heatmap.pkl, 1_sil.pkl).",
+                       epilog="example: ray-gait link --heatmap_data_path out/Gait3D_sigma_8.0_ "
+                              "--silhouette_data_path data/Gait3D-sils --output_path out/Gait3D-merged")
+    p.add_argument("--heatmap_data_path", required=True, help="heatmap data set (Parquet) or OpenGait pkl tree")
+    p.add_argument("--silhouette_data_path", required=True, help="silhouette tree <id>/<type>/<view>/<file>")
+    p.add_argument("--output_path", required=True, help="where the paired data set or link tree goes")
+    p.add_argument("--dataset_pkl_ext_name", default=".pkl", help="silhouette file suffix (default .pkl)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "symlink"], help="output kind")
+    p.add_argument("--relative", action="store_true", help="symlink: relative links (default absolute)")
+    p.add_argument("--max-unmatched", type=int, default=0,
+                   help="exit non-zero when more pairs than this cannot be made (default 0)")
+    p.set_defaults(handler=run_link)
+
+
+def run_link(args: argparse.Namespace) -> int:
+    """Run step 2 and print the summary."""
+    from ray_gait.ray_layer.link_job import REPORT, run_link_job
+    summary = run_link_job(args.heatmap_data_path, args.silhouette_data_path, args.output_path,
+                           sil_ext=args.dataset_pkl_ext_name, fmt=args.format, relative=args.relative)
+    state = " (already up to date)" if summary.up_to_date else ""
+    print(f"link: {summary.paired} pairs, {summary.unmatched} unmatched, {summary.seconds:.1f} s{state} "
+          f"-> {summary.output}")
+    if summary.unmatched > args.max_unmatched:
+        raise CommandError(f"{summary.unmatched} input(s) could not be paired (more than --max-unmatched "
+                           f"{args.max_unmatched}); see {summary.output}/{REPORT}")
+    return 0
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_heatmap_parser, add_link_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

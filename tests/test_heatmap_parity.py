@@ -62,6 +62,20 @@ def test_numpy_renderer_matches_opengait(set_name, case, overrides, inputs, rais
     assert compared >= 2
 
 
+@pytest.mark.parametrize("set_name, case, overrides, inputs, raised", _cases("fixtures"),
+                         ids=[c[1] for c in _cases("fixtures")])
+def test_float64_renderer_matches_opengait(set_name, case, overrides, inputs, raised):
+    poses = np.load(SETS[set_name] / "poses.npz")
+    expected = np.load(SETS[set_name] / f"expected_{case}.npz")
+    config = load_heatmap_config(overrides=overrides)
+    for key in inputs:
+        if key in raised:
+            continue
+        ours = render_heatmaps(poses[key], config, precision="float64")
+        within_one, exact = _agreement(ours, expected[key])
+        assert within_one >= 0.999 and exact >= 0.999, (key, within_one, exact)
+
+
 @pytest.mark.parametrize("case", ["default", "sigma4", "pad_simple", "coco18_to_17"])
 def test_torch_renderer_matches_numpy(fixture_poses, case):
     cases = {c[1]: c for c in _cases("fixtures")}

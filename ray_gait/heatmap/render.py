@@ -39,6 +39,7 @@ class ArrayOps:
 
     xp: Any
     device: Any = None
+    precision: str = "float64"
 
     @property
     def is_torch(self) -> bool:
@@ -48,8 +49,14 @@ class ArrayOps:
     def arange(self, start: int, stop: int) -> Any:
         """Pixel coordinates start..stop-1 as floats."""
         if self.is_torch:
-            return self.xp.arange(start, stop, dtype=self.xp.float64, device=self.device)
-        return np.arange(start, stop, dtype=np.float64)
+            return self.xp.arange(start, stop, dtype=getattr(self.xp, self.precision), device=self.device)
+        return np.arange(start, stop, dtype=self.precision)
+
+    def asarray(self, x: np.ndarray) -> Any:
+        """Move a numpy array to the backend in the compute precision."""
+        if self.is_torch:
+            return self.xp.as_tensor(x, dtype=getattr(self.xp, self.precision), device=self.device)
+        return x.astype(self.precision, copy=False)
 
     def amax(self, x: Any, axis: int) -> Any:
         """Maximum along an axis."""

@@ -1,0 +1,122 @@
+"""Step 1 throughput: frames/s per core of every renderer, and of the Ray Data job with 1 and 2 workers.
+
+    python benchmarks/heatmap_throughput.py [--sequences 24] [--frames 60] [--opengait DIR] [--skip-ray]
+
+`--opengait DIR` names a folder holding an importable `bench_opengait_heatmap.opengait_transform`
+(OpenGait's generator run outside this project, see benchmarks/README.md) to time it side by side
+on the same input.  Single-threaded: each renderer is timed on one core.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ray_gait import load_heatmap_config, render_heatmaps  # noqa: E402
+from ray_gait.heatmap.reference import reference_render  # noqa: E402
+
+FIXTURE = ROOT / "tests" / "data" / "opengait_heatmap" / "poses.npz"
+
+
+def make_sequences(count: int, frames: int, seed: int = 0) -> list[np.ndarray]:
+    """Walking COCO-17 sequences in 1280x720 pixels: fixture walks tiled, shifted and jittered."""
+    rng = np.random.default_rng(seed)
+    with np.load(FIXTURE) as data:
+        walks = [data[k] for k in ("walk_a", "walk_b", "walk_noisy", "walk_far")]
+    out = []
+    for i in range(count):
+        walk = walks[i % len(walks)]
+        seq = np.concatenate([walk] * (frames // len(walk) + 1))[:frames].copy()
+        seen = seq[..., :2] != 0
+        seq[..., :2] += np.where(seen, rng.normal(0, 1.5, seq[..., :2].shape) + rng.uniform(-50, 50, 2), 0)
+        out.append(seq.astype(np.float32))
+    return out
+
+
+def time_renderer(fn, sequences: list[np.ndarray], repeat: int = 1) -> float:
+    """Frames per second of fn over the sequences (best of `repeat`)."""
+    frames = sum(len(s) for s in sequences)
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for seq in sequences:
+            fn(seq)
+        best = min(best, time.perf_counter() - start)
+    return frames / best
+
+
+def ray_job_fps(sequences: list[np.ndarray], workers: int) -> float:
+    """End-to-end frames/s of `ray-gait heatmap` (listing, reading, rendering, Parquet, manifest)."""
+    from ray_gait.ray_layer.heatmap_job import run_heatmap_job
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, seq in enumerate(sequences):
+            folder = Path(tmp, "pose", f"{i:04d}", "nm-01", "000")
+            folder.mkdir(parents=True)
+            (folder / "s.pkl").write_bytes(pickle.dumps(seq))
+        start = time.perf_counter()
+        summary = run_heatmap_job(str(Path(tmp, "pose")), str(Path(tmp, "out")), "Bench", load_heatmap_config(),
+                                  shard_size=max(1, len(sequences) // 8), workers=workers)
+        return summary.frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    """Print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--opengait", default=None, help="folder with bench_opengait_heatmap.py (oracle)")
+    parser.add_argument("--skip-ray", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+    torch.set_num_threads(1)
+    import cv2
+    cv2.setNumThreads(1)
+    config = load_heatmap_config()
+    seqs = make_sequences(args.sequences, args.frames)
+    print(f"input: {len(seqs)} sequences x {args.frames} frames, default config (sigma 8), 1 thread")
+    results: dict[str, float] = {}
+    results["scalar reference"] = time_renderer(lambda s: reference_render(s, config), [s[:2] for s in seqs[:2]])
+    results["numpy"] = time_renderer(lambda s: render_heatmaps(s, config), seqs, repeat=2)
+    results["torch cpu"] = time_renderer(lambda s: render_heatmaps(s, config, backend="torch"), seqs, repeat=2)
+    if torch.cuda.is_available():
+        render_heatmaps(seqs[0], config, backend="torch", device="cuda")
+        results["torch cuda"] = time_renderer(
+            lambda s: render_heatmaps(s, config, backend="torch", device="cuda"), seqs, repeat=2)
+    if args.opengait:
+        sys.path.insert(0, args.opengait)
+        sys.path.insert(0, os.path.join(args.opengait, "shims"))
+        from bench_opengait_heatmap import opengait_transform
+        transform = opengait_transform({})
+        results["OpenGait generator"] = time_renderer(lambda s: transform(s.copy()), seqs[:6])
+    for name, fps in results.items():
+        print(f"{name:>20}: {fps:9.1f} frames/s per core")
+    if "OpenGait generator" in results:
+        base = results["OpenGait generator"]
+        for name in ("numpy", "torch cpu", "torch cuda"):
+            if name in results:
+                print(f"{name:>20}: {results[name] / base:6.1f}x OpenGait's generator")
+    if not args.skip_ray:
+        from ray_gait.ray_layer.session import ensure_ray
+        ensure_ray(num_cpus=2)
+        job_seqs = make_sequences(args.sequences * 2, args.frames, seed=1)
+        one = ray_job_fps(job_seqs, workers=1)
+        two = ray_job_fps(job_seqs, workers=2)
+        print(f"{'ray job, 1 worker':>20}: {one:9.1f} frames/s")
+        print(f"{'ray job, 2 workers':>20}: {two:9.1f} frames/s ({two / one:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
