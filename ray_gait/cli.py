@@ -96,7 +96,53 @@ def run_link(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_heatmap_parser, add_link_parser]
+def _views(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--views must be comma-separated degrees, got {text!r}") from None
+
+
+def _frames(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--frames must look like MIN:MAX, got {text!r}") from None
+    return low, high
+
+
+def add_synth_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait synth`."""
+    p = sub.add_parser("synth", help="write the synthetic gait data set (poses, silhouettes, partition, protocol)",
+                       description="Generate walking people with persistent body proportions and walking style "
+                                   "(3D kinematics, perspective camera, imperfect pose estimator, silhouettes; "
+                                   "conditions normal / bag / coat) in OpenGait's layout: OUT/pose, OUT/sil, "
+                                   "OUT/partition.json, OUT/protocol.json, OUT/preview.png.",
+                       epilog="example: ray-gait synth --out data/synth --ids 60 --views 0,45,90,135,180")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--ids", type=int, default=60, help="identities (default 60)")
+    p.add_argument("--train-ids", type=int, default=None, help="identities in TRAIN_SET (default: half)")
+    p.add_argument("--views", type=_views, default=(0, 45, 90, 135, 180), help="walking directions in degrees")
+    p.add_argument("--frames", type=_frames, default=(40, 60), help="frames per sequence MIN:MAX (default 40:60)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the data set is a function of it)")
+    p.add_argument("--workers", type=int, default=None, help="concurrent tasks (default: one per CPU)")
+    p.add_argument("--no-preview", action="store_true", help="skip preview.png")
+    p.set_defaults(handler=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """Generate the synthetic data set."""
+    from ray_gait.ray_layer.synth_job import run_synth_job
+    from ray_gait.synth import SynthConfig
+    cfg = SynthConfig(ids=args.ids, train_ids=args.train_ids if args.train_ids is not None else args.ids // 2,
+                      views=args.views, frames=args.frames, seed=args.seed)
+    result = run_synth_job(args.out, cfg, workers=args.workers, preview=not args.no_preview)
+    print(f"synth: {result['sequences']} sequences ({result['made']} written, {result['skipped']} already there), "
+          f"{result['seconds']:.1f} s -> {result['output']}")
+    return 0
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
