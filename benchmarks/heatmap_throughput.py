@@ -89,7 +89,11 @@ def main() -> None:
     print(f"input: {len(seqs)} sequences x {args.frames} frames, default config (sigma 8), 1 thread")
     results: dict[str, float] = {}
     results["scalar reference"] = time_renderer(lambda s: reference_render(s, config), [s[:2] for s in seqs[:2]])
-    results["numpy"] = time_renderer(lambda s: render_heatmaps(s, config), seqs, repeat=2)
+    from ray_gait.heatmap import fast
+    if fast.available():
+        results["compiled kernel (c)"] = time_renderer(lambda s: render_heatmaps(s, config, backend="c"), seqs,
+                                                       repeat=3)
+    results["numpy"] = time_renderer(lambda s: render_heatmaps(s, config, backend="numpy"), seqs, repeat=2)
     results["torch cpu"] = time_renderer(lambda s: render_heatmaps(s, config, backend="torch"), seqs, repeat=2)
     if torch.cuda.is_available():
         render_heatmaps(seqs[0], config, backend="torch", device="cuda")
@@ -100,12 +104,12 @@ def main() -> None:
         sys.path.insert(0, os.path.join(args.opengait, "shims"))
         from bench_opengait_heatmap import opengait_transform
         transform = opengait_transform({})
-        results["OpenGait generator"] = time_renderer(lambda s: transform(s.copy()), seqs[:6])
+        results["OpenGait generator"] = time_renderer(lambda s: transform(s.copy()), seqs[:8], repeat=2)
     for name, fps in results.items():
         print(f"{name:>20}: {fps:9.1f} frames/s per core")
     if "OpenGait generator" in results:
         base = results["OpenGait generator"]
-        for name in ("numpy", "torch cpu", "torch cuda"):
+        for name in ("compiled kernel (c)", "numpy", "torch cpu", "torch cuda"):
             if name in results:
                 print(f"{name:>20}: {results[name] / base:6.1f}x OpenGait's generator")
     if not args.skip_ray:

@@ -43,7 +43,8 @@ def add_heatmap_parser(sub: argparse._SubParsersAction) -> None:
                    help="exit non-zero when more inputs than this are rejected (default 0)")
     p.add_argument("--shard-size", type=int, default=16, help="pose files per task and per Parquet part")
     p.add_argument("--workers", type=int, default=None, help="concurrent render tasks (default: one per CPU)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "torch"], help="renderer backend")
+    p.add_argument("--backend", default="auto", choices=["auto", "c", "numpy", "torch"],
+                   help="renderer: auto (the compiled kernel when built, else numpy), c, numpy, torch")
     p.set_defaults(handler=run_heatmap)
 
 
@@ -142,7 +143,109 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser]
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait train`."""
+    p = sub.add_parser("train", help="step 3: train SkeletonGait / SkeletonGait++ with DDP on Ray Train",
+                       description="Train from an OpenGait-style YAML config (data_cfg, model_cfg, loss_cfg, "
+                                   "optimizer_cfg, scheduler_cfg, trainer_cfg, evaluator_cfg, ray_cfg). A rerun "
+                                   "with the same trainer_cfg.save_name resumes from its latest checkpoint.",
+                       epilog="example: ray-gait train --cfgs configs/skeletongait/skeletongait++_synth.yaml "
+                              "--set trainer_cfg.total_iter=200 --set ray_cfg.num_workers=2")
+    p.add_argument("--cfgs", required=True, help="config YAML (ours or OpenGait's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--log_to_file", action="store_true", help="also write the log to <run>/train.log")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run training and print where the results are."""
+    from ray_gait.training.config import config_from_tree
+    from ray_gait.yaml_config import apply_overrides, read_yaml
+    tree = apply_overrides(read_yaml(args.cfgs), _overrides(args.set))
+    cfg = config_from_tree(tree, source=args.cfgs)
+    if args.log_to_file:
+        _log_to_file(cfg)
+    from ray_gait.ray_layer.trainer import run_training
+    result = run_training(cfg, tree)
+    if result.error is not None:
+        raise CommandError(f"training failed: {result.error}")
+    metrics = result.metrics or {}
+    print(f"train: iteration {metrics.get('iteration')} loss {metrics.get('loss', float('nan')):.4f} -> "
+          f"checkpoint {result.checkpoint.path if result.checkpoint else None}; run folder {result.path}")
+    return 0
+
+
+def _log_to_file(cfg) -> None:
+    import os
+    from ray_gait.training.config import resolve_path
+    folder = os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.trainer_cfg.save_name)
+    os.makedirs(folder, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(folder, "train.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def add_test_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait test`."""
+    p = sub.add_parser("test", help="evaluate a checkpoint with the config's protocol (evaluator_cfg.eval_func)",
+                       description="Embed the test split with Ray Data actors and compute the protocol of "
+                                   "evaluator_cfg.eval_func (OpenGait's names, or evaluate_protocol with a "
+                                   "protocol.json); writes metrics.json, embeddings.npz and PNG plots.",
+                       epilog="example: ray-gait test --cfgs configs/skeletongait/skeletongait++_synth.yaml")
+    p.add_argument("--cfgs", required=True, help="config YAML")
+    p.add_argument("--checkpoint", default=None, help="ray_gait checkpoint folder/state.pt or an OpenGait .pt "
+                   "(default: evaluator_cfg.restore_hint, else the run's latest checkpoint)")
+    p.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="embedding actors (default ray_cfg.num_workers)")
+    p.set_defaults(handler=run_test)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    """Evaluate and print the table."""
+    import os
+    from ray_gait.ray_layer.evaluate import format_table, run_evaluation
+    from ray_gait.training.config import config_from_tree, resolve_path
+    from ray_gait.yaml_config import apply_overrides, read_yaml
+    tree = apply_overrides(read_yaml(args.cfgs), _overrides(args.set))
+    cfg = config_from_tree(tree, source=args.cfgs)
+    out = args.out or os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.evaluator_cfg.save_name, "test")
+    metrics = run_evaluation(cfg, tree, out, checkpoint=args.checkpoint, workers=args.workers)
+    print(format_table(metrics))
+    print(f"test: {metrics['sequences']} sequences, {metrics['seconds']:.1f} s -> {out}/metrics.json; plots: "
+          + ", ".join(metrics["plots"]))
+    return 0
+
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait export-checkpoint`."""
+    p = sub.add_parser("export-checkpoint", help="write a ray_gait checkpoint as an OpenGait checkpoint",
+                       description="Convert a training checkpoint of ray_gait (a checkpoint folder or its "
+                                   "state.pt) into OpenGait's format {'model', 'optimizer', 'scheduler', "
+                                   "'iteration'}, which OpenGait loads with strict=True.",
+                       epilog="example: ray-gait export-checkpoint --checkpoint runs/SkeletonGaitPP_synth/"
+                              "checkpoint_2026-11-24_06-18-20.274008 --out SkeletonGaitPP-00600.pt")
+    p.add_argument("--checkpoint", required=True, help="ray_gait checkpoint folder or state.pt")
+    p.add_argument("--out", required=True, help="OpenGait checkpoint file to write (.pt)")
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint in OpenGait's format."""
+    from ray_gait.models import build_model, export_opengait_checkpoint, load_weights
+    from ray_gait.training.state import read_state
+    saved = read_state(args.checkpoint)
+    model_cfg = (saved.get("config") or {}).get("model_cfg")
+    if model_cfg:
+        load_weights(build_model(model_cfg), saved["model"], strict=True)
+    export_opengait_checkpoint(saved["model"], args.out, optimizer_state=saved.get("optimizer"),
+                               scheduler_state=saved.get("scheduler"), iteration=int(saved["iteration"]))
+    print(f"export-checkpoint: iteration {saved['iteration']} -> {args.out}")
+    return 0
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser,
+                                                               add_train_parser, add_test_parser, add_export_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,10 @@ def ray_session():
     import ray
     tmp = tempfile.mkdtemp(prefix="rg", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, configure_logging=False)
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     import ray.data
     ray.data.DataContext.get_current().enable_progress_bars = False
     address = ray.get_runtime_context().gcs_address

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ray_gait import load_heatmap_config, render_heatmaps
+from ray_gait.heatmap import fast
 from ray_gait.heatmap.reference import reference_render
 
 from conftest import DATA
@@ -35,9 +36,12 @@ def _agreement(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
     return float((diff <= 1).mean()), float((diff == 0).mean())
 
 
+@pytest.mark.parametrize("backend", ["numpy", "c"])
 @pytest.mark.parametrize("set_name, case, overrides, inputs, raised", ALL_CASES,
                          ids=[f"{c[0]}-{c[1]}" for c in ALL_CASES])
-def test_numpy_renderer_matches_opengait(set_name, case, overrides, inputs, raised):
+def test_renderer_matches_opengait(set_name, case, overrides, inputs, raised, backend):
+    if backend == "c" and not fast.available():
+        pytest.skip("the compiled kernel is not built")
     poses = np.load(SETS[set_name] / "poses.npz")
     expected = np.load(SETS[set_name] / f"expected_{case}.npz")
     config = load_heatmap_config(overrides=overrides)
@@ -46,9 +50,9 @@ def test_numpy_renderer_matches_opengait(set_name, case, overrides, inputs, rais
         pose = poses[key]
         if not (pose[..., :2] != 0).any():
             with pytest.raises(ValueError, match="no valid frame"):
-                render_heatmaps(pose, config)
+                render_heatmaps(pose, config, backend=backend)
             continue
-        ours = render_heatmaps(pose, config)
+        ours = render_heatmaps(pose, config, backend=backend)
         if key in raised:
             # OpenGait crashed on this input (empty crop with offset > 0); ours is defined.
             assert ours.shape == (pose.shape[0], 2, 64, 64)

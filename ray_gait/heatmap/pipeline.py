@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from ray_gait.heatmap import fast
 from ray_gait.heatmap.align import align_maps
 from ray_gait.heatmap.config import HeatmapConfig, load_heatmap_config
 from ray_gait.heatmap.render import ArrayOps, render_maps
 from ray_gait.pose.normalize import center_and_scale, pad_keypoints
 from ray_gait.pose.skeleton import HIP_JOINTS, coco18_to_coco17
 
-BACKENDS = ("numpy", "torch")
+BACKENDS = ("auto", "c", "numpy", "torch")
 
 
 def validate_pose(pose: Any, config: HeatmapConfig) -> np.ndarray:
@@ -79,20 +80,28 @@ def _ops(backend: str, device: Any, precision: str) -> ArrayOps:
     raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
-def render_heatmaps(pose: np.ndarray, config: HeatmapConfig | None = None, backend: str = "numpy",
+def render_heatmaps(pose: np.ndarray, config: HeatmapConfig | None = None, backend: str = "auto",
                     device: Any = None, precision: str = "float32") -> np.ndarray:
     """One sequence (T, V, 3) -> uint8 (T, 2, S, S), channel 0 limbs, channel 1 joints (SPEC 3b).
 
-    Maps are computed in `precision` (float32 by default: 2-3x faster than float64, the reference's
-    arithmetic, and as close to the reference on its own outputs; see tests/test_heatmap_parity.py).
+    Backends: `c` the compiled kernel (ray_gait/heatmap/_kernel.c, built at install when a C
+    compiler is there), `numpy` and `torch` (CPU or CUDA `device`) the vectorized renderer, in
+    `precision` (float32 by default: 2-3x faster than float64, the reference's arithmetic, and as
+    close to the reference on its outputs; see tests/test_heatmap_parity.py); `auto` = `c` when
+    built, else `numpy`.
     """
     config = config or load_heatmap_config()
     pose = validate_pose(pose, config)
     pts, values = normalize_pose(pose, config)
-    gen = config.heatmap_generator_args
-    ops = _ops(backend, device, precision)
-    maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
-    if ops.is_torch:
-        maps = maps.cpu().numpy()
-    align = config.align_args
-    return align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align)
+    gen, align = config.heatmap_generator_args, config.align_args
+    if backend == "auto":
+        backend = "c" if fast.available() else "numpy"
+    rows = None
+    if backend == "c":
+        maps, rows = fast.render_maps_with_rows(pts, values, gen.sigma, gen.img_h, gen.img_w, gen.eps)
+    else:
+        ops = _ops(backend, device, precision)
+        maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
+        if ops.is_torch:
+            maps = maps.cpu().numpy()
+    return align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align, rows)

@@ -38,7 +38,7 @@ class JobSettings:
     config: dict
     write_parquet: bool = True
     write_pkl: bool = False
-    backend: str = "numpy"
+    backend: str = "auto"
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""SkeletonGait (OpenGait's ``DeepGaitV2``) and SkeletonGait++ (``SkeletonGaitPP``) in plain torch.
+
+``state_dict`` keys and shapes equal OpenGait's, so its checkpoints load with ``strict=True``.
+
+    model = build_model(model_cfg)                       # model_cfg: OpenGait yaml section
+    load_weights(model, "GaitModel-60000.pt")            # OpenGait checkpoint, weights only
+    emb = embed(model, x)                                # x [n, s, C, 64, 44] -> [n, E, 16]
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import (
+    CheckpointError,
+    IncompatibleKeys,
+    export_opengait_checkpoint,
+    load_opengait_checkpoint,
+    load_weights,
+)
+from .deepgaitv2 import PARTS_NUM, DeepGaitV2, GaitModel, GaitOutput
+from .skeletongait_pp import AttentionFusion, SkeletonGaitPP
+
+__all__ = [
+    "AttentionFusion",
+    "CheckpointError",
+    "DeepGaitV2",
+    "GaitModel",
+    "GaitOutput",
+    "IncompatibleKeys",
+    "MODELS",
+    "PARTS_NUM",
+    "SkeletonGaitPP",
+    "build_model",
+    "embed",
+    "export_opengait_checkpoint",
+    "load_opengait_checkpoint",
+    "load_weights",
+]
+
+MODELS: dict[str, type[GaitModel]] = {"DeepGaitV2": DeepGaitV2, "SkeletonGaitPP": SkeletonGaitPP}
+
+
+def build_model(
+    model_cfg: Mapping[str, Any],
+    *,
+    weights: str | os.PathLike | Mapping[str, Any] | None = None,
+    strict: bool = True,
+) -> GaitModel:
+    """Build the model named by ``model_cfg['model']`` and optionally load ``weights`` (path or state_dict)."""
+    if not isinstance(model_cfg, Mapping):
+        raise ValueError(f"model_cfg must be a mapping, got {type(model_cfg).__name__}")
+    name = model_cfg.get("model")
+    if name not in MODELS:
+        raise ValueError(f"model_cfg.model must be one of {sorted(MODELS)}, got {name!r}")
+    model = MODELS[name].from_config(model_cfg)
+    if weights is not None:
+        load_weights(model, weights, strict=strict)
+    return model
+
+
+def embed(
+    model: nn.Module,
+    x: Tensor | np.ndarray,
+    seq_lengths: Sequence[int] | Tensor | None = None,
+) -> Tensor:
+    """Eval-mode, no-grad inference embeddings ``[n, E, 16]`` (``[k, E, 16]`` for k packed sequences).
+
+    ``x`` is float ``[n, s, C, h, w]`` in [0, 1], on any device (moved to the model's); C = 2 heatmaps
+    for SkeletonGait, 2 heatmaps + 1 silhouette for SkeletonGait++. ``seq_lengths`` packs several
+    sequences along ``s`` with ``n = 1``, as OpenGait's ``seqL``. The model's train/eval mode is
+    restored afterwards.
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"embed expects a float tensor in [0, 1], got {getattr(x, 'dtype', type(x).__name__)}")
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(device=param.device, dtype=param.dtype), seq_lengths)
+    finally:
+        model.train(was_training)
+    return out.inference

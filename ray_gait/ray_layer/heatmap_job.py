@@ -107,7 +107,7 @@ def _write_previews(out: fs.Location, from_parquet: bool) -> list[str]:
 
 def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, config: HeatmapConfig,
                     ext_name: str = "", fmt: str = "parquet", shard_size: int = 16, workers: int | None = None,
-                    backend: str = "numpy") -> HeatmapSummary:
+                    backend: str = "auto") -> HeatmapSummary:
     """Render every pose file below `pose_data_path` into `save_root/<NAME>_sigma_<s>_<E>/`."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,168 @@
+"""Read and write OpenGait checkpoints: ``{'model': state_dict, 'optimizer', 'scheduler', 'iteration'}``.
+
+Loading never executes code: files go through ``torch.load(weights_only=True)``, which accepts
+tensors and plain containers and refuses any other pickled object.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CheckpointError",
+    "IncompatibleKeys",
+    "export_opengait_checkpoint",
+    "load_opengait_checkpoint",
+    "load_weights",
+]
+
+_DDP_PREFIX = "module."
+_MAX_LISTED = 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or whose weights do not fit the model."""
+
+
+class IncompatibleKeys(NamedTuple):
+    """Keys that did not match in a non-strict load."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def load_opengait_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load an OpenGait checkpoint on the CPU with ``weights_only=True``.
+
+    Returns ``{'model': state_dict, 'optimizer': dict, 'scheduler': dict, 'iteration': int}``; a file
+    holding a bare state_dict is returned in that form (empty optimizer/scheduler, iteration 0).
+    Raises ``FileNotFoundError`` or ``CheckpointError``, naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused, not a plain weights file (it would need to run code to "
+                              f"load): {first_line}") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: {err}") from err
+    if isinstance(obj, Mapping) and "model" in obj:
+        if not isinstance(obj["model"], Mapping):
+            raise CheckpointError(f"{path}: 'model' is a {type(obj['model']).__name__}, not a state_dict")
+        return {
+            "model": obj["model"],
+            "optimizer": obj.get("optimizer", {}),
+            "scheduler": obj.get("scheduler", {}),
+            "iteration": int(obj.get("iteration", 0)),
+        }
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return {"model": obj, "optimizer": {}, "scheduler": {}, "iteration": 0}
+    raise CheckpointError(f"{path}: not an OpenGait checkpoint (expected a dict with a 'model' state_dict)")
+
+
+def _strip_ddp_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop a leading ``module.`` (DistributedDataParallel) when every key has it."""
+    if state and all(k.startswith(_DDP_PREFIX) for k in state):
+        return OrderedDict((k[len(_DDP_PREFIX):], v) for k, v in state.items())
+    return OrderedDict(state)
+
+
+def _listed(keys: list[str]) -> str:
+    """Format a key list for an error message, cut after ``_MAX_LISTED`` entries."""
+    shown = ", ".join(keys[:_MAX_LISTED])
+    more = len(keys) - _MAX_LISTED
+    return shown + (f", ... ({more} more)" if more > 0 else "")
+
+
+def load_weights(
+    model: nn.Module,
+    path_or_state: str | os.PathLike | Mapping[str, Any],
+    strict: bool = True,
+) -> IncompatibleKeys:
+    """Load weights into ``model`` from a checkpoint path, an OpenGait checkpoint dict or a state_dict.
+
+    A ``module.`` prefix (DDP) is stripped. Shape mismatches always raise; with ``strict=True`` missing
+    or unexpected keys raise too, with ``strict=False`` they are returned. Errors name the source
+    and the keys.
+    """
+    if isinstance(path_or_state, (str, os.PathLike)):
+        source = str(path_or_state)
+        state = load_opengait_checkpoint(path_or_state)["model"]
+    elif isinstance(path_or_state, Mapping):
+        source = "state_dict"
+        state = path_or_state
+        if "model" in state and isinstance(state["model"], Mapping):
+            source, state = "checkpoint dict", state["model"]
+    else:
+        raise TypeError(f"load_weights takes a path or a state_dict, got {type(path_or_state).__name__}")
+
+    state = _strip_ddp_prefix(state)
+    target = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad_shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items()
+                  if k in own and isinstance(v, Tensor) and v.shape != own[k].shape]
+    problems = []
+    if bad_shapes:
+        problems.append(f"shape mismatch for {_listed(bad_shapes)}")
+    if strict and missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit {type(target).__name__}: " + "; ".join(problems))
+    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return IncompatibleKeys(missing, unexpected)
+
+
+def export_opengait_checkpoint(
+    model_state: Mapping[str, Tensor] | nn.Module,
+    out_path: str | os.PathLike,
+    optimizer_state: Mapping[str, Any] | None = None,
+    scheduler_state: Mapping[str, Any] | None = None,
+    iteration: int = 0,
+) -> Path:
+    """Write ``{'model', 'optimizer', 'scheduler', 'iteration'}`` to ``out_path`` atomically; return the path.
+
+    ``model_state`` may be a module (its ``state_dict()``); a DDP ``module.`` prefix is stripped and
+    tensors are moved to the CPU. The file is written under a temporary name, then renamed.
+    """
+    if isinstance(model_state, nn.Module):
+        if isinstance(model_state, nn.parallel.DistributedDataParallel):
+            model_state = model_state.module
+        model_state = model_state.state_dict()
+    state = OrderedDict((k, v.detach().cpu()) for k, v in _strip_ddp_prefix(model_state).items())
+    checkpoint = {
+        "model": state,
+        "optimizer": dict(optimizer_state) if optimizer_state is not None else {},
+        "scheduler": dict(scheduler_state) if scheduler_state is not None else {},
+        "iteration": int(iteration),
+    }
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, out_path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return out_path

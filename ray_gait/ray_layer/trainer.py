@@ -1,0 +1,214 @@
+"""Step 3 on Ray Train: SkeletonGait(++) with DDP (NCCL on GPU, gloo on CPU), fed from Parquet.
+
+The driver reads the training split with Ray Data (once, into the object store) and hands every
+worker the whole split
+(`datasets_to_split=[]`: P x K sampling needs every identity); each worker keeps it in memory and
+builds its share of each global P x K batch in a prefetch thread.  Rank 0 saves checkpoints
+through `ray.train.report`; a rerun with the same `save_name` and `storage_path` resumes from the
+latest one, and Ray Train restarts failed workers from it (`ray_cfg.max_failures`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+
+from ray_gait.io import fs
+from ray_gait.io.dataset import decode_heatmap, decode_silhouette, parquet_files
+from ray_gait.models import build_model
+from ray_gait.ray_layer.session import ensure_ray
+from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
+from ray_gait.training.data import BatchMaker, build_sequence_set, input_columns, prefetch, read_partition
+from ray_gait.training.losses import LossAggregator
+from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
+from ray_gait.training.optim import build_optimizer, build_scheduler
+from ray_gait.training.state import TrainState, read_state, restore_state, save_state
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["id", "type", "view", "seq", "frames", "height", "width"]
+SIL_COLUMNS = ["sil_frames", "sil_height", "sil_width"]
+
+
+def dataset_columns(cfg: TrainConfig) -> list[str]:
+    """The Parquet columns the configured model needs; a clear error if the data set lacks them."""
+    columns = input_columns(cfg.model_cfg.get("model", ""), cfg.data_cfg.data_in_use)
+    root = resolve_path(cfg, cfg.data_cfg.dataset_root)
+    parts = parquet_files(root) if fs.is_dir(fs.resolve(root)) else []
+    if not parts:
+        raise FileNotFoundError(f"data_cfg.dataset_root {root} holds no ray_gait data set (Parquet parts)")
+    loc = fs.resolve(root).join(parts[0])
+    present = set(pq.read_schema(loc.path, filesystem=loc.fs).names)
+    wanted = KEY_COLUMNS + ["heatmap"] + (SIL_COLUMNS + ["silhouette"] if "silhouette" in columns else [])
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        hint = " (pair it with silhouettes first: ray-gait link)" if "silhouette" in missing else ""
+        raise ValueError(f"{cfg.model_cfg['model']} needs columns {missing} that {root} lacks{hint}")
+    return wanted
+
+
+def _decoded_rows(shard: Any) -> Any:
+    for batch in shard.iter_batches(batch_size=32, batch_format="numpy"):
+        for i in range(len(batch["id"])):
+            row = {k: batch[k][i] for k in batch}
+            row["heatmap"] = decode_heatmap(row)
+            if "silhouette" in row:
+                row["silhouette"] = decode_silhouette(row)
+            yield row
+
+
+def _restore_source(cfg: TrainConfig, run_dir: str) -> str | None:
+    """A checkpoint folder for `restore_hint` (a path, or an iteration saved under this run)."""
+    hint = cfg.trainer_cfg.restore_hint
+    if isinstance(hint, str):
+        return hint
+    if not hint:
+        return None
+    for root, _, files in os.walk(run_dir):
+        if "state.pt" in files and read_state(root)["iteration"] == hint:
+            return root
+    raise FileNotFoundError(f"trainer_cfg.restore_hint: no checkpoint of iteration {hint} under {run_dir}")
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """What every Ray Train worker runs (plain PyTorch plus prepare_model and report)."""
+    cfg = config_from_tree(loop_config["config"], source=loop_config["source"])
+    trainer_cfg = cfg.trainer_cfg
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(trainer_cfg.seed)
+    columns = input_columns(cfg.model_cfg["model"], cfg.data_cfg.data_in_use)
+    data = build_sequence_set(_decoded_rows(ray.train.get_dataset_shard("train")), columns)
+    maker = BatchMaker(data, trainer_cfg.sampler, trainer_cfg.transform, seed=trainer_cfg.seed, rank=rank,
+                       world_size=world)
+    class_num = cfg.model_cfg.get("SeparateBNNecks", {}).get("class_num", 0)
+    if class_num < maker.num_classes:
+        raise ValueError(f"model_cfg.SeparateBNNecks.class_num {class_num} < {maker.num_classes} training ids")
+    model = build_model(cfg.model_cfg)
+    if trainer_cfg.sync_BN and device.type == "cuda" and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": trainer_cfg.find_unused_parameters})
+    losses = LossAggregator(cfg.loss_cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optimizer_cfg)
+    scheduler = build_scheduler(optimizer, dict(cfg.scheduler_cfg, warmup_iter=trainer_cfg.warmup_iter),
+                                trainer_cfg.total_iter)
+    amp_dtype = autocast_dtype(trainer_cfg.enable_float16, device)
+    state = TrainState(model, optimizer, scheduler, make_scaler(amp_dtype, device))
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            restore_state(state, read_state(folder))
+    elif loop_config.get("restore_path"):
+        restore_state(state, read_state(loop_config["restore_path"]), strict=trainer_cfg.restore_ckpt_strict,
+                      reset_optimizer=trainer_cfg.optimizer_reset, reset_scheduler=trainer_cfg.scheduler_reset)
+    writer = None
+    if rank == 0 and loop_config.get("tensorboard_dir"):
+        from tensorboardX import SummaryWriter
+        writer = SummaryWriter(loop_config["tensorboard_dir"], purge_step=state.iteration)
+    if rank == 0:
+        log.info("training %s on %d sequences of %d ids, %d worker(s) on %s, from iteration %d to %d",
+                 cfg.model_cfg["model"], len(data), maker.num_classes, world, device.type, state.iteration,
+                 trainer_cfg.total_iter)
+    window_started, window_steps, window_seqs, window_wait = time.perf_counter(), 0, 0, 0.0
+    sums: dict[str, float] = {}
+    for step, batch, waited in prefetch(maker, state.iteration, trainer_cfg.total_iter):
+        set_train_mode(model, trainer_cfg.fix_BN)
+        info = train_step(model, losses, optimizer, state.scaler, batch, device, amp_dtype)
+        scheduler.step()
+        state.iteration = step + 1
+        window_steps += 1
+        window_seqs += batch[0].shape[0] if batch[2] is None else len(batch[2])
+        window_wait += waited
+        for key, value in info.items():
+            sums[key] = sums.get(key, 0.0) + value
+        done = state.iteration == trainer_cfg.total_iter
+        saving = state.iteration % trainer_cfg.save_iter == 0 or done
+        if not (state.iteration % trainer_cfg.log_iter == 0 or saving):
+            continue
+        elapsed = time.perf_counter() - window_started
+        metrics = {k: v / window_steps for k, v in sums.items()}
+        metrics.update(iteration=state.iteration, lr=optimizer.param_groups[0]["lr"],
+                       sequences_per_s=window_seqs * world / max(elapsed, 1e-9), data_wait_s=window_wait)
+        if writer is not None:
+            for key, value in metrics.items():
+                writer.add_scalar(key if "/" in key else f"train/{key}", value, state.iteration)
+            writer.flush()
+        if rank == 0:
+            log.info("iter %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1f seq/s  data wait %.2f s", state.iteration,
+                     trainer_cfg.total_iter, metrics.get("loss", float("nan")),
+                     metrics.get("softmax/accuracy", float("nan")), metrics["lr"], metrics["sequences_per_s"],
+                     window_wait)
+        if saving:
+            with tempfile.TemporaryDirectory() as folder:
+                checkpoint = None
+                if rank == 0:
+                    save_state(folder, state, loop_config["config"])
+                    checkpoint = ray.train.Checkpoint.from_directory(folder)
+                ray.train.report(metrics, checkpoint=checkpoint)
+        else:
+            ray.train.report(metrics)
+        window_started, window_steps, window_seqs, window_wait, sums = time.perf_counter(), 0, 0, 0.0, {}
+    if writer is not None:
+        writer.close()
+
+
+def _train_dataset(cfg: TrainConfig, columns: list[str]) -> ray.data.Dataset:
+    root = resolve_path(cfg, cfg.data_cfg.dataset_root)
+    train_ids = set(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition))["TRAIN_SET"])
+    ds = ray.data.read_parquet(fs.resolve(root).uri).select_columns(columns)
+    # Read once, on the driver's side, into the object store: every worker then iterates these
+    # blocks without scheduling read tasks (which would wait forever for the CPUs the training
+    # workers hold on a small machine).
+    ds = ds.filter(lambda row: str(row["id"]) in train_ids).materialize()
+    if ds.count() == 0:
+        raise ValueError(f"no sequence of the partition's TRAIN_SET found in {root}")
+    return ds
+
+
+def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Result:
+    """Train with Ray Train as `cfg` says; returns Ray Train's Result (metrics, checkpoint, path)."""
+    columns = dataset_columns(cfg)
+    probe = torch.nn.Linear(1, 1)
+    build_scheduler(build_optimizer(probe, cfg.optimizer_cfg),
+                    dict(cfg.scheduler_cfg, warmup_iter=cfg.trainer_cfg.warmup_iter), cfg.trainer_cfg.total_iter)
+    LossAggregator(cfg.loss_cfg)
+    build_model(cfg.model_cfg)
+    ensure_ray()
+    ray_cfg = cfg.ray_cfg
+    storage = resolve_path(cfg, ray_cfg.storage_path)
+    storage = storage if "://" in storage else os.path.abspath(storage)
+    name = cfg.trainer_cfg.save_name
+    run_dir = os.path.join(storage, name)
+    restore_path = _restore_source(cfg, run_dir) if "://" not in storage else None
+    resources = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
+    loop_config = {"config": config_tree, "source": cfg.source, "restore_path": restore_path,
+                   "tensorboard_dir": os.path.join(run_dir, "tensorboard") if "://" not in storage else None}
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage,
+                             failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer_cfg.keep_checkpoints)),
+        datasets={"train": _train_dataset(cfg, columns)},
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
+    log.info("Ray Train: %d worker(s)%s, run %s", ray_cfg.num_workers, " on GPU" if ray_cfg.use_gpu else "", run_dir)
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if "Error" in line and ":" in line]
+        raise RuntimeError(f"training failed: {lines[-1] if lines else exc}") from exc

@@ -1,0 +1,151 @@
+"""Training and evaluation configs: OpenGait's YAML sections (with its defaults beneath) plus `ray_cfg`.
+
+Sections with a fixed set of keys are typed dataclasses; sections whose keys depend on the chosen
+model, loss, solver or transform (`model_cfg`, `loss_cfg`, `optimizer_cfg`, `scheduler_cfg`, the
+sampler and transform lists) stay mappings here and are checked by the code that builds from them.
+Unknown keys and wrong types are rejected with the key's path.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ray_gait.yaml_config import ConfigError, apply_overrides, build_dataclass, read_yaml
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+DEFAULT_PATH = os.path.join(CONFIG_DIR, "default.yaml")
+FREE_SECTIONS = ("model_cfg", "loss_cfg", "optimizer_cfg", "scheduler_cfg")
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    """`data_cfg`: where the data set is and which inputs to use."""
+
+    dataset_name: str = "CASIA-B"
+    dataset_root: str = "your_path"
+    dataset_partition: str = ""
+    num_workers: int = 1
+    remove_no_gallery: bool = False
+    cache: bool = False
+    test_dataset_name: str = ""
+    data_in_use: list[bool] | None = None
+    dataset_protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainerCfg:
+    """`trainer_cfg`: the training loop (OpenGait's keys)."""
+
+    total_iter: int = 80000
+    save_iter: int = 2000
+    log_iter: int = 100
+    restore_hint: int | str = 0
+    restore_ckpt_strict: bool = True
+    optimizer_reset: bool = False
+    scheduler_reset: bool = False
+    enable_float16: bool | str = True
+    sync_BN: bool = False
+    fix_BN: bool = False
+    with_test: bool = False
+    find_unused_parameters: bool = False
+    save_name: str = "tmp"
+    sampler: dict = field(default_factory=dict)
+    transform: list[dict] | dict | None = None
+    seed: int = 0
+    keep_checkpoints: int = 3
+    warmup_iter: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluatorCfg:
+    """`evaluator_cfg`: embedding extraction and the protocol."""
+
+    enable_float16: bool | str = False
+    restore_ckpt_strict: bool = True
+    restore_hint: int | str = 0
+    save_name: str = "tmp"
+    eval_func: str = "evaluate_indoor_dataset"
+    sampler: dict = field(default_factory=dict)
+    transform: list[dict] | dict | None = None
+    metric: str = "euc"
+    cross_view_gallery: bool = False
+
+
+@dataclass(frozen=True)
+class RayCfg:
+    """`ray_cfg` (ours): how Ray Train runs the job."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict = field(default_factory=dict)
+    storage_path: str = "./runs"
+    max_failures: int = 0
+    cpus_per_worker: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training/evaluation config."""
+
+    data_cfg: DataCfg
+    model_cfg: dict
+    loss_cfg: dict | list[dict]
+    optimizer_cfg: dict
+    scheduler_cfg: dict
+    trainer_cfg: TrainerCfg
+    evaluator_cfg: EvaluatorCfg
+    ray_cfg: RayCfg
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (saved in checkpoints and run folders)."""
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenGait's merge: nested mappings merge key by key; anything else (lists too) replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_from_tree(tree: Mapping[str, Any], source: str = "") -> TrainConfig:
+    """Merge a config tree over the defaults and type it."""
+    merged = _merge(read_yaml(DEFAULT_PATH), tree)
+    if isinstance(tree.get("loss_cfg"), list):
+        merged["loss_cfg"] = copy.deepcopy(tree["loss_cfg"])
+    for section in FREE_SECTIONS:
+        value = merged.get(section)
+        if not isinstance(value, (dict, list)):
+            raise ConfigError(f"{section}: expected a mapping, found {type(value).__name__}")
+    try:
+        cfg = build_dataclass(TrainConfig, dict(merged, source=source))
+    except ConfigError as exc:
+        raise ConfigError(f"{source or 'config'}: {exc}") from None
+    if cfg.ray_cfg.num_workers < 1:
+        raise ConfigError(f"{source}: ray_cfg.num_workers must be >= 1")
+    return cfg
+
+
+def load_train_config(path: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Load a training config (ours or OpenGait's) with dotted overrides."""
+    tree = apply_overrides(read_yaml(path), overrides)
+    return config_from_tree(tree, source=path)
+
+
+def resolve_path(cfg: TrainConfig, value: str) -> str:
+    """A path in a config, relative to the config file's folder when it is not absolute."""
+    if not value or "://" in value or os.path.isabs(value):
+        return value
+    base = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source else os.getcwd()
+    candidate = os.path.normpath(os.path.join(base, value))
+    return candidate if os.path.exists(candidate) or not os.path.exists(value) else os.path.abspath(value)

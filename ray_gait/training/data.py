@@ -1,0 +1,154 @@
+"""Training batches from in-memory sequences: P x K identities, frame sampling, transforms.
+
+Plain numpy/torch.  Every batch is a pure function of (seed, rank, step), so a resumed run sees
+exactly the batches an uninterrupted one would, and a prefetch thread can build the next batches
+while the model trains on the current one.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ray_gait.data.frames import FrameSampling, collate_frames
+from ray_gait.data.sampler import TripletSampler
+from ray_gait.data.transforms import build_transform, fuse_maps_and_silhouettes
+from ray_gait.io import fs
+
+MODEL_INPUTS = {"DeepGaitV2": ("heatmap",), "SkeletonGaitPP": ("heatmap", "silhouette")}
+
+
+def input_columns(model_name: str, data_in_use: Sequence[bool] | None) -> tuple[str, ...]:
+    """The data set columns a model reads: `data_in_use` = [heatmap, silhouette] (OpenGait's order)."""
+    if model_name not in MODEL_INPUTS:
+        raise ValueError(f"model_cfg.model {model_name!r} is not one of {sorted(MODEL_INPUTS)}")
+    wanted = MODEL_INPUTS[model_name]
+    if data_in_use is not None:
+        chosen = tuple(name for name, use in zip(("heatmap", "silhouette"), data_in_use) if use)
+        if chosen != wanted:
+            raise ValueError(f"data_cfg.data_in_use {list(data_in_use)} selects {list(chosen)}, but "
+                             f"{model_name} needs {list(wanted)}")
+    return wanted
+
+
+def read_partition(path: str) -> dict[str, list[str]]:
+    """OpenGait's partition JSON {"TRAIN_SET": [...], "TEST_SET": [...]}, ids as strings."""
+    data = json.loads(fs.read_bytes(fs.resolve(path)).decode("utf-8"))
+    for key in ("TRAIN_SET", "TEST_SET"):
+        if key not in data:
+            raise ValueError(f"{path}: partition needs {key}")
+    return {k: [str(i) for i in v] for k, v in data.items() if isinstance(v, list)}
+
+
+@dataclass
+class SequenceSet:
+    """Sequences of one split held in memory: per sequence one array per input column."""
+
+    columns: tuple[str, ...]
+    inputs: list[list[np.ndarray]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    keys: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Add a decoded data set row (its arrays are kept, not copied)."""
+        self.inputs.append([row[c] for c in self.columns])
+        self.labels.append(str(row["id"]))
+        self.keys.append((str(row["id"]), str(row["type"]), str(row["view"]), str(row["seq"])))
+
+
+def build_sequence_set(rows: Iterable[dict[str, Any]], columns: tuple[str, ...],
+                       ids: set[str] | None = None) -> SequenceSet:
+    """Collect rows (decoded, see ray_gait.io.dataset) whose id is in `ids` (all when None)."""
+    out = SequenceSet(columns)
+    for row in rows:
+        if ids is not None and str(row["id"]) not in ids:
+            continue
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"the data set has no {', '.join(missing)} column (run `ray-gait link` to add "
+                             "silhouettes)" if "silhouette" in missing else f"the data set lacks {missing}")
+        out.add(row)
+    return out
+
+
+def model_input(arrays: list[np.ndarray | torch.Tensor], transforms: list, generator: torch.Generator) -> torch.Tensor:
+    """Model input float [n, s, C, 64, 44] from sampled uint8 inputs (maps, and silhouettes for ++)."""
+    if len(arrays) == 2:
+        fused = fuse_maps_and_silhouettes(torch.as_tensor(arrays[0]), torch.as_tensor(arrays[1]))
+        return transforms[0](fused, generator).float()
+    return transforms[0](torch.as_tensor(arrays[0]), generator).float()
+
+
+class BatchMaker:
+    """This rank's share of training batch `step`: (input, labels, seq_lengths)."""
+
+    def __init__(self, data: SequenceSet, sampler_cfg: dict, transform_cfg: Any, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.data = data
+        self.seed, self.rank = seed, rank
+        self.sampler = TripletSampler(data.labels, sampler_cfg["batch_size"],
+                                      batch_shuffle=bool(sampler_cfg.get("batch_shuffle", False)),
+                                      seed=seed, rank=rank, world_size=world_size)
+        self.sampling = FrameSampling.from_config(sampler_cfg)
+        self.transforms = build_transform(transform_cfg)
+        self.class_of = {label: i for i, label in enumerate(self.sampler.label_set)}
+
+    @property
+    def num_classes(self) -> int:
+        """Identities in the training split."""
+        return len(self.sampler.label_set)
+
+    def make(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int] | None]:
+        """The batch of `step` (deterministic in seed, rank and step)."""
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        indices = self.sampler.batch(step)
+        batch = collate_frames([self.data.inputs[i] for i in indices], self.sampling, rng)
+        x = model_input(batch.inputs, self.transforms, generator)
+        labels = torch.tensor([self.class_of[self.data.labels[i]] for i in indices], dtype=torch.long)
+        lengths = None if batch.seq_lengths is None else [int(v) for v in batch.seq_lengths]
+        return x, labels, lengths
+
+
+def prefetch(maker: BatchMaker, start: int, stop: int, depth: int = 2) -> Iterator[tuple[int, Any, float]]:
+    """Yield (step, batch, seconds waited) for steps start..stop-1, built ahead in a thread."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop_event = threading.Event()
+
+    def offer(item: tuple) -> bool:
+        while not stop_event.is_set():
+            try:
+                slots.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for step in range(start, stop):
+                if not offer((step, maker.make(step), None)):
+                    return
+        except BaseException as exc:  # surfaced in the consumer
+            offer((None, None, exc))
+
+    thread = threading.Thread(target=work, daemon=True, name="batch-prefetch")
+    thread.start()
+    try:
+        for _ in range(start, stop):
+            began = time.perf_counter()
+            step, batch, error = slots.get()
+            if error is not None:
+                raise error
+            yield step, batch, time.perf_counter() - began
+    finally:
+        stop_event.set()

@@ -1,0 +1,208 @@
+"""Step 3 on Ray Train for real: 2 CPU workers (gloo), tiny widths, the synthetic data set."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ray_gait.cli import main
+from ray_gait.training.config import config_from_tree, load_train_config
+from ray_gait.training.state import read_state
+from ray_gait.yaml_config import apply_overrides, read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait_synth.yaml"
+
+
+@pytest.fixture(scope="session")
+def synth_maps(ray_session, tmp_path_factory):
+    """A small synthetic set rendered to heatmaps and paired: (data folder, paired data set)."""
+    root = tmp_path_factory.mktemp("train")
+    data, maps = root / "data", root / "maps"
+    assert main(["synth", "--out", str(data), "--ids", "8", "--train-ids", "4", "--views", "0,90",
+                 "--frames", "16:24", "--no-preview"]) == 0
+    assert main(["heatmap", "--pose_data_path", str(data / "pose"), "--save_root", str(maps),
+                 "--dataset_name", "synth"]) == 0
+    assert main(["link", "--heatmap_data_path", str(maps / "synth_sigma_8.0_"), "--silhouette_data_path",
+                 str(data / "sil"), "--output_path", str(root / "paired")]) == 0
+    return data, root / "paired"
+
+
+def _overrides(data: Path, paired: Path, runs: Path, name: str, **extra) -> dict:
+    values = {
+        "data_cfg.dataset_root": str(paired), "data_cfg.dataset_partition": str(data / "partition.json"),
+        "ray_cfg.storage_path": str(runs), "trainer_cfg.save_name": name, "model_cfg.SeparateBNNecks.class_num": 4,
+        "trainer_cfg.sampler.batch_size": [4, 2], "trainer_cfg.sampler.frames_num_fixed": 8,
+        "trainer_cfg.total_iter": 6, "trainer_cfg.log_iter": 2, "trainer_cfg.save_iter": 2,
+        "trainer_cfg.warmup_iter": 0, "trainer_cfg.enable_float16": False,
+        "scheduler_cfg": {"scheduler": "MultiStepLR", "milestones": [4]},
+        "ray_cfg.num_workers": 2, "ray_cfg.max_failures": 0,
+    }
+    values.update(extra)
+    return values
+
+
+def _args(overrides: dict) -> list[str]:
+    out = ["train", "--cfgs", str(CONFIG)]
+    for key, value in overrides.items():
+        out += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return out
+
+
+def _final_state(runs: Path, name: str) -> dict:
+    states = [read_state(str(p)) for p in (runs / name).glob("checkpoint_*") if (p / "state.pt").exists()]
+    return max(states, key=lambda s: s["iteration"])
+
+
+def test_config_loader_names_bad_keys():
+    tree = apply_overrides(read_yaml(str(CONFIG)), {"trainer_cfg.totl_iter": 3})
+    with pytest.raises(ValueError, match="trainer_cfg: unknown key.*totl_iter"):
+        config_from_tree(tree, str(CONFIG))
+    with pytest.raises(ValueError, match="trainer_cfg.log_iter: expected an integer"):
+        load_train_config(str(CONFIG), {"trainer_cfg.log_iter": "often"})
+
+
+def test_missing_model_input_is_an_error_before_workers_start(synth_maps, tmp_path, capsys):
+    data, _ = synth_maps
+    maps_only = next((data.parent / "maps").glob("synth_sigma_*"))
+    args = _args(_overrides(data, maps_only, tmp_path, "pp"))
+    args[2] = str(CONFIG.with_name("skeletongait++_synth.yaml"))
+    assert main(args) == 1
+    assert "ray-gait link" in capsys.readouterr().err
+
+
+def test_loss_decreases(synth_maps, tmp_path):
+    data, paired = synth_maps
+    overrides = _overrides(data, paired, tmp_path, "learn", **{"trainer_cfg.total_iter": 24,
+                                                               "trainer_cfg.log_iter": 4, "trainer_cfg.save_iter": 24,
+                                                               "scheduler_cfg": {"scheduler": "MultiStepLR",
+                                                                                 "milestones": [100]}})
+    assert main(_args(overrides)) == 0
+    events = list((tmp_path / "learn" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "TensorBoard event files are written"
+    from tensorboard_reader import scalars
+    losses = scalars(events, "train/loss")
+    assert len(losses) == 6
+    assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
+    checkpoint = next((tmp_path / "learn").glob("checkpoint_*"))
+    out = tmp_path / "opengait.pt"
+    assert main(["export-checkpoint", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    from ray_gait.models import build_model, load_opengait_checkpoint
+    exported = load_opengait_checkpoint(str(out))
+    assert set(exported) >= {"model", "optimizer", "scheduler", "iteration"} and exported["iteration"] == 24
+    model = build_model(load_train_config(str(CONFIG), {"model_cfg.SeparateBNNecks.class_num": 4}).model_cfg,
+                        weights=str(out), strict=True)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_killed_run_resumes_to_the_uninterrupted_weights(synth_maps, tmp_path, ray_session):
+    data, paired = synth_maps
+    straight = _overrides(data, paired, tmp_path, "straight")
+    assert main(_args(straight)) == 0
+    resumed = _overrides(data, paired, tmp_path, "resumed")
+    cmd = [sys.executable, str(ROOT / "jobs" / "train.py")] + _args(resumed)[1:]
+    env = dict(os.environ, RAY_ADDRESS=ray_session)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp_path / "resumed").glob("checkpoint_*/state.pt")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = _final_state(tmp_path, "resumed")["iteration"]
+    assert 2 <= first < 6, "the kill must land mid-run"
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = _final_state(tmp_path, "straight"), _final_state(tmp_path, "resumed")
+    assert a["iteration"] == b["iteration"] == 6
+    for key, value in a["model"].items():
+        assert torch.allclose(value.float(), b["model"][key].float(), rtol=1e-4, atol=1e-5), key
+
+
+def _processes_titled(prefix: str) -> list[int]:
+    """PIDs of processes whose title (Ray sets it to ray::<Actor>...) starts with prefix."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith(prefix):
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_worker_killed_mid_run_is_restarted_from_checkpoint(synth_maps, tmp_path):
+    from ray_gait.ray_layer.trainer import run_training
+    data, paired = synth_maps
+    overrides = _overrides(data, paired, tmp_path, "killed", **{"ray_cfg.max_failures": 2,
+                                                                "trainer_cfg.total_iter": 8})
+    tree = apply_overrides(read_yaml(str(CONFIG)), overrides)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run_training(config_from_tree(tree, str(CONFIG)),
+                                                                                tree)))
+    thread.start()
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp_path / "killed").glob("checkpoint_*/state.pt")):
+        time.sleep(0.5)
+    workers = _processes_titled("ray::RayTrainWorker")
+    assert workers, "training workers are running"
+    os.kill(workers[-1], signal.SIGKILL)
+    thread.join(timeout=400)
+    result = outcome["result"]
+    assert result.error is None
+    assert result.metrics["iteration"] == 8
+    assert _final_state(tmp_path, "killed")["iteration"] == 8
+
+
+def _one_step_grads(loop_config: dict) -> None:
+    """A Train worker: one DDP step through train_step; each rank saves its gradients."""
+    import ray.train
+    import ray.train.torch
+    from ray_gait.ray_layer.trainer import _decoded_rows
+    from ray_gait.models import build_model
+    from ray_gait.training.data import BatchMaker, build_sequence_set
+    from ray_gait.training.losses import LossAggregator
+    from ray_gait.training.loop import train_step
+    from ray_gait.training.optim import build_optimizer
+    cfg = config_from_tree(loop_config["tree"], loop_config["source"])
+    ctx = ray.train.get_context()
+    torch.manual_seed(0)
+    data = build_sequence_set(_decoded_rows(ray.train.get_dataset_shard("train")), ("heatmap",))
+    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform, rank=ctx.get_world_rank(),
+                       world_size=ctx.get_world_size())
+    model = ray.train.torch.prepare_model(build_model(cfg.model_cfg))
+    train_step(model, LossAggregator(cfg.loss_cfg), build_optimizer(model, cfg.optimizer_cfg), None,
+               maker.make(0), ray.train.torch.get_device(), None)
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    torch.save(grads, os.path.join(loop_config["out"], f"grads-{ctx.get_world_rank()}.pt"))
+
+
+def test_gradients_are_equal_across_ranks_after_a_step(synth_maps, tmp_path):
+    import ray.train
+    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray_gait.ray_layer.trainer import _train_dataset
+    data, paired = synth_maps
+    tree = apply_overrides(read_yaml(str(CONFIG)), _overrides(data, paired, tmp_path, "grads"))
+    cfg = config_from_tree(tree, str(CONFIG))
+    trainer = TorchTrainer(_one_step_grads, train_loop_config={"tree": tree, "source": str(CONFIG),
+                                                               "out": str(tmp_path)},
+                           scaling_config=ScalingConfig(num_workers=2),
+                           run_config=RunConfig(name="grads", storage_path=str(tmp_path / "runs")),
+                           datasets={"train": _train_dataset(cfg, ["id", "type", "view", "seq", "frames", "height",
+                                                                   "width", "heatmap"])},
+                           dataset_config=DataConfig(datasets_to_split=[]))
+    trainer.fit()
+    g0, g1 = torch.load(tmp_path / "grads-0.pt"), torch.load(tmp_path / "grads-1.pt")
+    assert g0.abs().sum() > 0
+    assert torch.allclose(g0, g1, rtol=1e-5, atol=1e-7)
