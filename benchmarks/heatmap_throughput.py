@@ -67,7 +67,7 @@ def ray_job_fps(sequences: list[np.ndarray], workers: int) -> float:
             (folder / "s.pkl").write_bytes(pickle.dumps(seq))
         start = time.perf_counter()
         summary = run_heatmap_job(str(Path(tmp, "pose")), str(Path(tmp, "out")), "Bench", load_heatmap_config(),
-                                  shard_size=max(1, len(sequences) // 8), workers=workers)
+                                  shard_size=max(1, len(sequences) // 16), workers=workers)
         return summary.frames / (time.perf_counter() - start)
 
 
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--opengait", default=None, help="folder with bench_opengait_heatmap.py (oracle)")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--job-sequences", type=int, default=480, help="sequences for the Ray job runs")
     args = parser.parse_args()
 
     import torch
@@ -92,7 +93,7 @@ def main() -> None:
     from ray_gait.heatmap import fast
     if fast.available():
         results["compiled kernel (c)"] = time_renderer(lambda s: render_heatmaps(s, config, backend="c"), seqs,
-                                                       repeat=3)
+                                                       repeat=5)
     results["numpy"] = time_renderer(lambda s: render_heatmaps(s, config, backend="numpy"), seqs, repeat=2)
     results["torch cpu"] = time_renderer(lambda s: render_heatmaps(s, config, backend="torch"), seqs, repeat=2)
     if torch.cuda.is_available():
@@ -104,7 +105,7 @@ def main() -> None:
         sys.path.insert(0, os.path.join(args.opengait, "shims"))
         from bench_opengait_heatmap import opengait_transform
         transform = opengait_transform({})
-        results["OpenGait generator"] = time_renderer(lambda s: transform(s.copy()), seqs[:8], repeat=2)
+        results["OpenGait generator"] = time_renderer(lambda s: transform(s.copy()), seqs[:8], repeat=3)
     for name, fps in results.items():
         print(f"{name:>20}: {fps:9.1f} frames/s per core")
     if "OpenGait generator" in results:
@@ -115,7 +116,8 @@ def main() -> None:
     if not args.skip_ray:
         from ray_gait.ray_layer.session import ensure_ray
         ensure_ray(num_cpus=2)
-        job_seqs = make_sequences(args.sequences * 2, args.frames, seed=1)
+        job_seqs = make_sequences(args.job_sequences, args.frames, seed=1)
+        ray_job_fps(job_seqs[:8], workers=2)            # warm-up: worker processes and imports
         one = ray_job_fps(job_seqs, workers=1)
         two = ray_job_fps(job_seqs, workers=2)
         print(f"{'ray job, 1 worker':>20}: {one:9.1f} frames/s")

@@ -217,6 +217,33 @@ def run_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait demo`."""
+    p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic data set, on a local Ray",
+                       description="Synthetic data -> heatmaps -> pairing -> SkeletonGait++ training -> "
+                                   "evaluation, on a local Ray (or the cluster in RAY_ADDRESS). Rerunning "
+                                   "resumes each step.",
+                       epilog="example: ray-gait demo --out demo")
+    p.add_argument("--out", default="demo", help="output folder (default ./demo)")
+    p.add_argument("--ids", type=int, default=60, help="identities in the synthetic set (default 60)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the config's)")
+    p.add_argument("--cfgs", default=None, help="training config (default skeletongait++_synth.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key")
+    p.set_defaults(handler=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Run the demo and print the table and where everything is."""
+    from ray_gait.ray_layer.demo import DEMO_CONFIG, run_demo
+    result = run_demo(args.out, ids=args.ids, total_iter=args.iters, config=args.cfgs or DEMO_CONFIG,
+                      overrides=_overrides(args.set))
+    print(result["table"])
+    print(f"demo: {result['seconds']:.0f} s\n  plots: {', '.join(result['metrics']['plots'])}\n"
+          f"  TensorBoard: tensorboard --logdir {result['tensorboard']}\n  checkpoint: {result['checkpoint']}\n"
+          f"  metrics: {result['run_dir']}/test/metrics.json")
+    return 0
+
+
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `ray-gait export-checkpoint`."""
     p = sub.add_parser("export-checkpoint", help="write a ray_gait checkpoint as an OpenGait checkpoint",
@@ -245,7 +272,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser,
-                                                               add_train_parser, add_test_parser, add_export_parser]
+                                                               add_train_parser, add_test_parser, add_export_parser,
+                                                               add_demo_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,3 +76,22 @@ def _one_torch_thread():
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+@pytest.fixture(scope="session")
+def synth_maps(ray_session, tmp_path_factory):
+    """A small synthetic set rendered to heatmaps and paired: (data folder, paired data set)."""
+    root = tmp_path_factory.mktemp("train")
+    data, maps = root / "data", root / "maps"
+    assert _cli(["synth", "--out", str(data), "--ids", "8", "--train-ids", "4", "--views", "0,90",
+                 "--frames", "16:24", "--no-preview"]) == 0
+    assert _cli(["heatmap", "--pose_data_path", str(data / "pose"), "--save_root", str(maps),
+                 "--dataset_name", "synth"]) == 0
+    assert _cli(["link", "--heatmap_data_path", str(maps / "synth_sigma_8.0_"), "--silhouette_data_path",
+                 str(data / "sil"), "--output_path", str(root / "paired")]) == 0
+    return data, root / "paired"
+
+
+def _cli(argv: list[str]) -> int:
+    from ray_gait.cli import main
+    return main(argv)

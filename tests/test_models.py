@@ -208,7 +208,8 @@ def _with(cfg: dict, path: str, value) -> dict:
     (TINY_DGV2, "SeparateBNNecks.parallel_BN1d", False, "unknown key.*parallel_BN1d"),
     (TINY_DGV2, "use_emb2", "yes", "model_cfg.use_emb2"),
     (TINY_PP, "Backbone.in_channels", 2, "model_cfg.Backbone.in_channels"),
-    (TINY_PP, "Backbone.C", 1.5, "model_cfg.Backbone.C"),
+    (TINY_PP, "Backbone.C", 1.3, "model_cfg.Backbone.C"),
+    (TINY_PP, "Backbone.C", 0, "model_cfg.Backbone.C"),
     (TINY_PP, "Backbone.mode", "p3d", "unknown key.*mode"),
     (TINY_PP, "Backbone.blocks", "1111", "model_cfg.Backbone.blocks"),
 ])
@@ -426,3 +427,15 @@ def test_plain_pickle_module_is_not_used_for_loading(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"model": {"w": np.zeros(1)}}))
     with pytest.raises(CheckpointError, match="raw.pkl"):
         load_opengait_checkpoint(path)
+
+
+def test_fractional_width_multiplier_keeps_opengait_names():
+    """C = 0.5 (ours, for CPUs) gives widths 16-32-64-128 under the same parameter names as C = 1."""
+    cfg = {"model": "SkeletonGaitPP", "Backbone": {"in_channels": 3, "blocks": [1, 1, 1, 1], "C": 0.5},
+           "SeparateBNNecks": {"class_num": 5}}
+    half = build_model(cfg)
+    full = build_model({**cfg, "Backbone": {**cfg["Backbone"], "C": 1}})
+    assert list(half.state_dict()) == list(full.state_dict())
+    assert half.FCs.fc_bin.shape[1:] == (128, 64)
+    out = half(torch.rand(2, 4, 3, 64, 44))
+    assert out.embeddings.shape == (2, 64, 16)

@@ -22,20 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait_synth.yaml"
 
 
-@pytest.fixture(scope="session")
-def synth_maps(ray_session, tmp_path_factory):
-    """A small synthetic set rendered to heatmaps and paired: (data folder, paired data set)."""
-    root = tmp_path_factory.mktemp("train")
-    data, maps = root / "data", root / "maps"
-    assert main(["synth", "--out", str(data), "--ids", "8", "--train-ids", "4", "--views", "0,90",
-                 "--frames", "16:24", "--no-preview"]) == 0
-    assert main(["heatmap", "--pose_data_path", str(data / "pose"), "--save_root", str(maps),
-                 "--dataset_name", "synth"]) == 0
-    assert main(["link", "--heatmap_data_path", str(maps / "synth_sigma_8.0_"), "--silhouette_data_path",
-                 str(data / "sil"), "--output_path", str(root / "paired")]) == 0
-    return data, root / "paired"
-
-
 def _overrides(data: Path, paired: Path, runs: Path, name: str, **extra) -> dict:
     values = {
         "data_cfg.dataset_root": str(paired), "data_cfg.dataset_partition": str(data / "partition.json"),

@@ -20,7 +20,7 @@ def view_heatmap(matrix: Sequence[Sequence[float]], probe_views: Sequence[str], 
     """A BGR image: Rank-1 (%) per probe view (rows) x gallery view (columns), numbers in the cells."""
     m = np.asarray(matrix, dtype=np.float64)
     left, top = 70, 60
-    img = np.full((top + cell * m.shape[0] + 40, left + cell * m.shape[1] + 20, 3), 255, np.uint8)
+    img = np.full((top + cell * m.shape[0] + 40, max(left + cell * m.shape[1] + 20, 440), 3), 255, np.uint8)
     _text(img, title, (10, 22), 0.55)
     _text(img, "gallery view ->", (left, 45))
     for i in range(m.shape[0]):

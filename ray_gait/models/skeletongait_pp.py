@@ -61,7 +61,8 @@ class SkeletonGaitPP(GaitModel):
 
     Args:
         blocks: number of blocks in each of the four stages (stage 1 per stream, 2-4 shared P3D).
-        channel_multiplier: OpenGait's ``C``; stage widths are ``32C, 64C, 128C, 256C``.
+        channel_multiplier: OpenGait's ``C``; stage widths are ``32C, 64C, 128C, 256C``.  A fraction
+            with an integral ``32C`` (e.g. 0.5 for 16-32-64-128) is ours, for CPU-sized models.
         class_num: number of training identities (BNNeck classifier width).
         use_emb2: use the BNNeck features, not the FC ones, as the inference embedding.
         in_channels: must be 3 (OpenGait reads the key but hard-codes 2 heatmaps + 1 silhouette).
@@ -71,7 +72,7 @@ class SkeletonGaitPP(GaitModel):
         self,
         *,
         blocks: Sequence[int] = (1, 4, 4, 1),
-        channel_multiplier: int = 2,
+        channel_multiplier: float = 2,
         class_num: int,
         use_emb2: bool = False,
         in_channels: int = MAP_CHANNELS + SIL_CHANNELS,
@@ -84,7 +85,8 @@ class SkeletonGaitPP(GaitModel):
             raise ValueError(f"SkeletonGaitPP needs 4 stages, got blocks={list(blocks)}")
         self.in_channels = in_channels
         self.use_emb2 = use_emb2
-        widths = [32 * channel_multiplier, 64 * channel_multiplier, 128 * channel_multiplier, 256 * channel_multiplier]
+        widths = [int(32 * channel_multiplier), int(64 * channel_multiplier), int(128 * channel_multiplier),
+                  int(256 * channel_multiplier)]
 
         # Names frozen for weight compatibility.
         self.sil_layer0 = set_stem(SIL_CHANNELS, widths[0])
@@ -111,7 +113,7 @@ class SkeletonGaitPP(GaitModel):
                              f"silhouette), got {in_channels}")
         return cls(
             blocks=positive_int_list(backbone["blocks"], "model_cfg.Backbone.blocks", 4),
-            channel_multiplier=positive_int(backbone["C"], "model_cfg.Backbone.C"),
+            channel_multiplier=_width_multiplier(backbone["C"]),
             class_num=positive_int(necks["class_num"], "model_cfg.SeparateBNNecks.class_num"),
             use_emb2=boolean(model_cfg.get("use_emb2", False), "model_cfg.use_emb2"),
             in_channels=in_channels,
@@ -129,3 +131,11 @@ class SkeletonGaitPP(GaitModel):
         out = self.layer2(out)
         out = self.layer3(out)
         return self.layer4(out)
+
+
+def _width_multiplier(value: Any) -> float:
+    """`Backbone.C`: a positive int (OpenGait), or a fraction whose 32C is a whole number (ours)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (32 * value) % 1:
+        raise ValueError(f"model_cfg.Backbone.C must be a positive int (or a fraction with 32*C whole), "
+                         f"got {value!r}")
+    return int(value) if float(value).is_integer() else float(value)

@@ -1,0 +1,147 @@
+"""Training core without Ray: configs, optimizer and schedule, precision policy, state, batches."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ray_gait.models import build_model
+from ray_gait.training.config import load_train_config
+from ray_gait.training.data import BatchMaker, SequenceSet, input_columns
+from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
+from ray_gait.training.losses import LossAggregator
+from ray_gait.training.optim import build_optimizer, build_scheduler
+from ray_gait.training.state import TrainState, read_state, restore_state, save_state
+from ray_gait.yaml_config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_CONFIGS = sorted((ROOT / "configs" / "skeletongait").glob("skeletongait*.yaml"))
+
+
+@pytest.mark.parametrize("path", SEED_CONFIGS, ids=[p.name for p in SEED_CONFIGS])
+def test_every_config_loads_and_builds(path):
+    cfg = load_train_config(str(path))
+    model = build_model(cfg.model_cfg)
+    LossAggregator(cfg.loss_cfg)
+    build_scheduler(build_optimizer(model, cfg.optimizer_cfg), dict(cfg.scheduler_cfg), cfg.trainer_cfg.total_iter)
+    assert cfg.ray_cfg.num_workers >= 1
+
+
+def test_seed_table_has_the_nine_reference_configs():
+    names = {p.stem for p in SEED_CONFIGS}
+    assert {"skeletongait_CCPG", "skeletongait_OUMVLP", "skeletongait_SUSTech1K", "skeletongait_Gait3D",
+            "skeletongait_GREW", "skeletongait++_CCPG", "skeletongait++_SUSTech1K", "skeletongait++_Gait3D",
+            "skeletongait++_GREW"} <= names
+    gait3d = load_train_config(str(ROOT / "configs/skeletongait/skeletongait++_Gait3D.yaml"))
+    assert gait3d.trainer_cfg.total_iter == 60000 and gait3d.optimizer_cfg["lr"] == 0.1
+    assert gait3d.trainer_cfg.sampler["batch_size"] == [32, 4] and gait3d.trainer_cfg.sync_BN is True
+
+
+def test_wrong_types_and_solvers_are_named():
+    path = str(SEED_CONFIGS[0])
+    with pytest.raises(ConfigError, match="ray_cfg.num_workers: expected an integer"):
+        load_train_config(path, {"ray_cfg.num_workers": "two"})
+    cfg = load_train_config(path, {"optimizer_cfg.solver": "Lion"})
+    with pytest.raises(ConfigError, match="optimizer_cfg.solver"):
+        build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer_cfg)
+    cfg = load_train_config(path, {"optimizer_cfg.betas_typo": 1})
+    with pytest.raises(ConfigError, match="optimizer_cfg.betas_typo"):
+        build_optimizer(torch.nn.Linear(2, 2), cfg.optimizer_cfg)
+
+
+def test_warmup_then_cosine_schedule():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    sched = build_scheduler(opt, {"scheduler": "CosineAnnealingLR", "warmup_iter": 4, "eta_min": 0.0}, 14)
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.25) and lrs[3] == pytest.approx(0.8125)
+    assert lrs[4] == pytest.approx(1.0) and lrs[-1] < 0.05
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+
+
+def test_precision_policy():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype(False, cpu) is None and autocast_dtype(True, cpu) == torch.bfloat16
+    assert autocast_dtype("fp16", cuda) == torch.float16 and make_scaler(torch.float16, cuda) is not None
+    assert make_scaler(torch.bfloat16, cpu) is None
+    with pytest.raises(ValueError):
+        autocast_dtype("fp8", cpu)
+
+
+def _tiny_setup(tmp_path: Path):
+    cfg = load_train_config(str(ROOT / "configs/skeletongait/skeletongait_synth.yaml"),
+                            {"model_cfg.SeparateBNNecks.class_num": 3, "trainer_cfg.sampler.batch_size": [3, 2],
+                             "trainer_cfg.sampler.frames_num_fixed": 6})
+    rng = np.random.default_rng(0)
+    data = SequenceSet(input_columns("DeepGaitV2", [True, False]))
+    for i in range(3):
+        for j in range(3):
+            data.add({"id": f"{i}", "type": "nm", "view": f"{j}", "seq": "s",
+                      "heatmap": rng.integers(0, 255, (10, 2, 64, 64), dtype=np.uint8)})
+    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform, seed=1)
+    return cfg, maker
+
+
+def test_batches_are_a_function_of_the_step(tmp_path):
+    _, maker = _tiny_setup(tmp_path)
+    a, b = maker.make(5), maker.make(5)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (6, 6, 2, 64, 44) and a[0].max() <= 1.0
+    assert not torch.equal(maker.make(6)[0], a[0])
+
+
+def test_state_round_trip_resumes_exactly(tmp_path):
+    cfg, maker = _tiny_setup(tmp_path)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = build_model(cfg.model_cfg)
+        opt = build_optimizer(model, cfg.optimizer_cfg)
+        return TrainState(model, opt, build_scheduler(opt, dict(cfg.scheduler_cfg), 6), None)
+
+    losses = LossAggregator(cfg.loss_cfg)
+    straight = fresh()
+    for step in range(4):
+        set_train_mode(straight.model, False)
+        train_step(straight.model, losses, straight.optimizer, None, maker.make(step), torch.device("cpu"), None)
+        straight.scheduler.step()
+    half = fresh()
+    for step in range(2):
+        set_train_mode(half.model, False)
+        train_step(half.model, losses, half.optimizer, None, maker.make(step), torch.device("cpu"), None)
+        half.scheduler.step()
+    half.iteration = 2
+    save_state(str(tmp_path / "ck"), half, {"note": "test"})
+    resumed = fresh()
+    restore_state(resumed, read_state(str(tmp_path / "ck")))
+    assert resumed.iteration == 2
+    for step in range(2, 4):
+        set_train_mode(resumed.model, False)
+        train_step(resumed.model, losses, resumed.optimizer, None, maker.make(step), torch.device("cpu"), None)
+        resumed.scheduler.step()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_fix_bn_keeps_running_statistics(tmp_path):
+    cfg, maker = _tiny_setup(tmp_path)
+    model = build_model(cfg.model_cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    set_train_mode(model, fix_bn=True)
+    train_step(model, LossAggregator(cfg.loss_cfg), build_optimizer(model, cfg.optimizer_cfg), None,
+               maker.make(0), torch.device("cpu"), None)
+    after = {k: v for k, v in model.state_dict().items() if "running_mean" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_main_py_takes_the_seed_command_line():
+    result = subprocess.run([sys.executable, str(ROOT / "jobs" / "main.py"), "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "--phase" in result.stdout and "--log_to_file" in result.stdout
