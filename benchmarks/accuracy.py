@@ -61,7 +61,8 @@ def main() -> None:
         if iters <= 0:
             continue
         started = time.perf_counter()
-        result = run_demo(args.out, total_iter=iters, config=os.path.join(CONFIG_DIR, "skeletongait", cfg))
+        result = run_demo(args.out, ids=60, total_iter=iters, config=os.path.join(CONFIG_DIR, "skeletongait", cfg),
+                          overrides={"evaluator_cfg.enable_float16": False})
         times[name] = time.perf_counter() - started
         rows[name] = result["metrics"]
     rows["pose baseline"] = baseline(os.path.join(args.out, "data"))

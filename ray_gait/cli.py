@@ -27,7 +27,8 @@ def add_heatmap_parser(sub: argparse._SubParsersAction) -> None:
                                    "SAVE_ROOT/<NAME>_sigma_<sigma>_<EXT>/.",
                        epilog="example: ray-gait heatmap --pose_data_path data/pose --save_root out "
                               "--dataset_name Gait3D --set heatmap_generator_args.sigma=4.0")
-    p.add_argument("--pose_data_path", required=True, help="root of the pose .pkl files (path or s3://, gs:// URI)")
+    p.add_argument("--pose_data_path", required=True, help="root of the pose .pkl files, or a pose data set "
+                   "written by `ray-gait ingest` (path or s3://, gs:// URI)")
     p.add_argument("--save_root", required=True, help="where the data set folder is written (path or URI)")
     p.add_argument("--dataset_name", required=True,
                    help="data set name (SUSTech1K keeps only 03*.pkl; GREW reads (T, 2+17*3) rows)")
@@ -59,6 +60,66 @@ def run_heatmap(args: argparse.Namespace) -> int:
     print(f"heatmap: {summary.sequences} sequences, {summary.frames} frames, {summary.errors} errors, "
           f"{summary.frames_per_second:.0f} frames/s ({summary.skipped_shards}/{summary.shards} shards "
           f"already done) -> {summary.output}")
+    if summary.errors > args.max_errors:
+        raise CommandError(f"{summary.errors} input(s) rejected (more than --max-errors {args.max_errors}); "
+                           f"see {summary.output}/errors.jsonl")
+    return 0
+
+
+_INGEST_EPILOG = """\
+formats and layouts (paths below --input_path; the format is detected unless --format says):
+  openpose-json  OpenPose JSON per frame, people[i].pose_keypoints_2d (COCO-18 or BODY-25):
+                 OU-MVLP's <id>/<view>_<seq>/<frame>.json, or <id>/<type>/<view>/<frame>.json
+  gait3d-txt     comma-separated txt per frame, two leading values, then x, y, score per joint:
+                 Gait3D's 2D_Poses/<id>/<camid_videoid>/<seq>/human_crop_f<N>.txt
+  grew           GREW's <N>_2d_pose.txt rows: train/<id>/<seq>/, test/gallery/<id>/<seq>/,
+                 test/probe/<seq>/ (or the rearranged <id>/<type>/<view>/)
+  pkl            OpenGait pose pickles <id>/<type>/<view>/<seq>.pkl, (T, V, 3) or GREW's (T, 2 + V*3)
+options for --set: min_frames=1 drop_empty_frames=false tracking.jump=1.0 tracking.scale=1.0
+  tracking.prominence=0.25
+example: ray-gait ingest --input_path OUMVLP-pose --output_path OUMVLP-pose-ingested \\
+           --pose_selection_dir OUMVLP/Pose/match_idx/OpenPose
+"""
+
+
+def add_ingest_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait ingest` (OpenGait's pretreatment.py --pose, plus ours)."""
+    p = sub.add_parser("ingest", help="step 0: raw per-frame pose files -> pose sequences (pkl tree + Parquet)",
+                       description="Group raw per-frame pose files into sequences <id>/<type>/<view> with Ray Data,\n"
+                                   "pick the walking subject in frames with several people, and write OpenGait's\n"
+                                   "pkl tree (OUTPUT/pkl/<id>/<type>/<view>/<view>.pkl) and a Parquet pose data set\n"
+                                   "(OUTPUT/part-*.parquet) that `ray-gait heatmap --pose_data_path OUTPUT` reads.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_INGEST_EPILOG)
+    p.add_argument("--input_path", required=True, help="root of the raw pose files (path or URI)")
+    p.add_argument("--output_path", required=True, help="where the pose data set and pkl tree go (path or URI)")
+    p.add_argument("--format", default="auto", choices=["auto", "openpose-json", "gait3d-txt", "grew", "pkl"],
+                   help="input format (default auto: detected from the files, reported in the summary)")
+    p.add_argument("--pose_selection_dir", "--oumvlp_index_dir", default=None,
+                   help="OU-MVLP: folder of <id>/<seq>/<view>/pose_selection_idx.pkl (which person each crowded "
+                        "frame shows); without it the subject is tracked")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an ingest option, e.g. "
+                   "min_frames=5 (repeatable)")
+    p.add_argument("--max-errors", type=int, default=0,
+                   help="exit non-zero when more inputs than this are rejected (default 0)")
+    p.add_argument("--shard-size", type=int, default=32, help="sequences per task and per Parquet part")
+    p.add_argument("--workers", type=int, default=None, help="concurrent tasks (default: one per CPU)")
+    p.set_defaults(handler=run_ingest)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Run step 0 and print the summary."""
+    from ray_gait.ingest.shards import ingest_config
+    from ray_gait.ray_layer.ingest_job import run_ingest_job
+    config = ingest_config(_overrides(args.set))
+    summary = run_ingest_job(args.input_path, args.output_path, fmt=args.format,
+                             selection_dir=args.pose_selection_dir, config=config, shard_size=args.shard_size,
+                             workers=args.workers)
+    how = "detected" if summary.detected else "given"
+    print(f"ingest: {summary.sequences} sequences ({summary.format}, {how}), {summary.frames} frames "
+          f"({summary.empty_frames} with nobody, {summary.multi_person_frames} with several people, "
+          f"{summary.index_frames} chosen by pose_selection_idx), {summary.errors} errors, "
+          f"{summary.rejected} sequences rejected, {summary.sequences_per_second:.1f} sequences/s "
+          f"({summary.skipped_shards}/{summary.shards} shards already done) -> {summary.output}")
     if summary.errors > args.max_errors:
         raise CommandError(f"{summary.errors} input(s) rejected (more than --max-errors {args.max_errors}); "
                            f"see {summary.output}/errors.jsonl")
@@ -225,8 +286,8 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
                                    "resumes each step.",
                        epilog="example: ray-gait demo --out demo")
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
-    p.add_argument("--ids", type=int, default=60, help="identities in the synthetic set (default 60)")
-    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the config's)")
+    p.add_argument("--ids", type=int, default=40, help="identities in the synthetic set (default 40)")
+    p.add_argument("--iters", type=int, default=80, help="training iterations (default 80, about 6 minutes on 2 cores)")
     p.add_argument("--cfgs", default=None, help="training config (default skeletongait++_synth.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key")
     p.set_defaults(handler=run_demo_command)
@@ -273,7 +334,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser,
                                                                add_train_parser, add_test_parser, add_export_parser,
-                                                               add_demo_parser]
+                                                               add_demo_parser, add_ingest_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,7 +74,7 @@ def test_loss_decreases(synth_maps, tmp_path):
     assert main(_args(overrides)) == 0
     events = list((tmp_path / "learn" / "tensorboard").glob("events.out.tfevents.*"))
     assert events, "TensorBoard event files are written"
-    from tensorboard_reader import scalars
+    from ray_gait.training.events import scalars
     losses = scalars(events, "train/loss")
     assert len(losses) == 6
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
@@ -192,3 +192,14 @@ def test_gradients_are_equal_across_ranks_after_a_step(synth_maps, tmp_path):
     g0, g1 = torch.load(tmp_path / "grads-0.pt"), torch.load(tmp_path / "grads-1.pt")
     assert g0.abs().sum() > 0
     assert torch.allclose(g0, g1, rtol=1e-5, atol=1e-7)
+
+
+def test_with_test_reports_rank1_at_save_iter(synth_maps, tmp_path):
+    from ray_gait.ray_layer.trainer import run_training
+    data, paired = synth_maps
+    overrides = _overrides(data, paired, tmp_path, "withtest", **{"trainer_cfg.total_iter": 4,
+                                                                  "trainer_cfg.with_test": True})
+    tree = apply_overrides(read_yaml(str(CONFIG)), overrides)
+    result = run_training(config_from_tree(tree, str(CONFIG)), tree)
+    assert {"test/NM/rank1", "test/BG/rank1", "test/CL/rank1", "test/rank1"} <= set(result.metrics)
+    assert 0.0 <= result.metrics["test/rank1"] <= 100.0

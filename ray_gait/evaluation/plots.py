@@ -39,28 +39,38 @@ def view_heatmap(matrix: Sequence[Sequence[float]], probe_views: Sequence[str], 
     return img
 
 
-def cmc_plot(curves: dict[str, Sequence[float]], title: str, size: tuple[int, int] = (560, 400)) -> np.ndarray:
-    """A BGR image of CMC curves (accuracy % against rank 1..K), one line per condition."""
+def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, x_label: str,
+              y_range: tuple[float, float] | None = None, size: tuple[int, int] = (560, 400)) -> np.ndarray:
+    """A BGR image of named (xs, ys) lines with axis ticks and a legend (last value shown)."""
     width, height = size
-    left, right, top, bottom = 60, 140, 40, 50
+    left, right, top, bottom = 60, 150, 40, 50
     img = np.full((height, width, 3), 255, np.uint8)
     _text(img, title, (10, 22), 0.55)
     plot_w, plot_h = width - left - right, height - top - bottom
-    k = max(len(c) for c in curves.values())
-    for pct in range(0, 101, 20):
-        y = top + plot_h - int(plot_h * pct / 100)
-        cv2.line(img, (left, y), (left + plot_w, y), GRID, 1)
-        _text(img, f"{pct}", (left - 32, y + 5), 0.4)
-    for rank in (1, 5, 10, 15, 20):
-        if rank <= k:
-            x = left + int(plot_w * (rank - 1) / max(1, k - 1))
-            _text(img, str(rank), (x - 5, top + plot_h + 18), 0.4)
-    _text(img, "rank", (left + plot_w // 2 - 10, height - 10), 0.45)
-    for n, (name, curve) in enumerate(curves.items()):
+    xs_all = [x for xs, _ in curves.values() for x in xs]
+    ys_all = [y for _, ys in curves.values() for y in ys]
+    x0, x1 = min(xs_all), max(xs_all)
+    y0, y1 = y_range or (min(0.0, min(ys_all)), max(ys_all) * 1.05 or 1.0)
+    sx = lambda x: left + int(plot_w * (x - x0) / ((x1 - x0) or 1))  # noqa: E731
+    sy = lambda y: top + plot_h - int(plot_h * (y - y0) / ((y1 - y0) or 1))  # noqa: E731
+    for i in range(6):
+        value = y0 + (y1 - y0) * i / 5
+        cv2.line(img, (left, sy(value)), (left + plot_w, sy(value)), GRID, 1)
+        _text(img, f"{value:.3g}", (4, sy(value) + 5), 0.4)
+    for i in range(5):
+        value = x0 + (x1 - x0) * i / 4
+        _text(img, f"{value:.0f}", (sx(value) - 8, top + plot_h + 18), 0.4)
+    _text(img, x_label, (left + plot_w // 2 - 20, height - 10), 0.45)
+    for n, (name, (xs, ys)) in enumerate(curves.items()):
         colour = COLOURS[n % len(COLOURS)]
-        points = [(left + int(plot_w * i / max(1, k - 1)), top + plot_h - int(plot_h * v / 100))
-                  for i, v in enumerate(curve)]
-        cv2.polylines(img, [np.array(points, np.int32)], False, colour, 2, cv2.LINE_AA)
+        points = np.array([(sx(x), sy(y)) for x, y in zip(xs, ys)], np.int32)
+        cv2.polylines(img, [points], False, colour, 2, cv2.LINE_AA)
         cv2.line(img, (width - right + 12, top + 12 + 20 * n), (width - right + 32, top + 12 + 20 * n), colour, 2)
-        _text(img, f"{name} {curve[0]:.1f}", (width - right + 38, top + 16 + 20 * n), 0.4)
+        _text(img, f"{name} {ys[-1]:.3g}", (width - right + 38, top + 16 + 20 * n), 0.4)
     return img
+
+
+def cmc_plot(curves: dict[str, Sequence[float]], title: str, size: tuple[int, int] = (560, 400)) -> np.ndarray:
+    """A BGR image of CMC curves (accuracy % against rank 1..K), one line per condition."""
+    ranked = {f"{name} R1": (list(range(1, len(c) + 1)), list(c)) for name, c in curves.items()}
+    return line_plot(ranked, title, "rank", y_range=(0.0, 100.0), size=size)

@@ -19,7 +19,7 @@ from ray_gait.heatmap.pipeline import render_heatmaps
 from ray_gait.io import fs
 from ray_gait.io.dataset import HEATMAP_SCHEMA, heatmap_row, read_json, write_json_atomic, write_parquet_atomic
 from ray_gait.io.safe_pickle import loads_arrays
-from ray_gait.pose.io import pose_from_object, sequence_key
+from ray_gait.pose.io import pose_from_object, read_pose_rows, sequence_key
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class JobSettings:
     write_parquet: bool = True
     write_pkl: bool = False
     backend: str = "auto"
+    pose_dataset: bool = False      # pose_root is a Parquet pose data set: shards carry part and row numbers
 
 
 @dataclass
@@ -79,23 +80,46 @@ def load_shard_record(out_root: str, name: str) -> ShardRecord | None:
     return ShardRecord(**read_json(loc))
 
 
-def _render_one(settings: JobSettings, config: HeatmapConfig, source: str) -> tuple[dict, Any]:
+def _dataset_poses(settings: JobSettings, shard: dict[str, Any]) -> dict[str, Any]:
+    """The poses of a shard read from a Parquet pose data set, by source (empty for a pkl tree)."""
+    if not settings.pose_dataset:
+        return {}
+    wanted = [(str(part), int(number)) for part, number in zip(shard["pose_parts"], shard["pose_rows"])]
+    rows = read_pose_rows(settings.pose_root, wanted)
+    return {str(source): row["pose"] for source, row in zip(shard["sources"], rows)}
+
+
+def _render_one(settings: JobSettings, config: HeatmapConfig, source: str,
+                poses: dict[str, Any]) -> tuple[dict, Any]:
     key = asdict(sequence_key(source))
-    raw = fs.read_bytes(fs.resolve(settings.pose_root).join(source))
-    pose = pose_from_object(loads_arrays(raw), settings.dataset_name)
+    if settings.pose_dataset:
+        pose = pose_from_object(poses[source])
+    else:
+        raw = fs.read_bytes(fs.resolve(settings.pose_root).join(source))
+        pose = pose_from_object(loads_arrays(raw), settings.dataset_name)
     return key, render_heatmaps(pose, config, backend=settings.backend)
+
+
+def _one_thread() -> None:
+    """A shard task holds one CPU: keep OpenCV and Arrow's compression to one thread as well."""
+    import cv2
+    import pyarrow
+    cv2.setNumThreads(1)
+    pyarrow.set_cpu_count(1)
 
 
 def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]:
     """Render every pose file of a shard; write its Parquet part / pkl files and its record."""
+    _one_thread()
     started = time.perf_counter()
     config = heatmap_config_from_dict(settings.config)
     out = fs.resolve(settings.out_root)
     record = ShardRecord(name=shard["name"], sources=list(shard["sources"]))
     rows = []
+    poses = _dataset_poses(settings, shard)
     for source in record.sources:
         try:
-            key, heatmap = _render_one(settings, config, source)
+            key, heatmap = _render_one(settings, config, source, poses)
         except (ValueError, OSError) as exc:
             record.errors.append({"source": source, "reason": str(exc)})
             continue

@@ -1,12 +1,20 @@
-"""Pose files in OpenGait's layout `<id>/<type>/<view>/<seq>.pkl`, read through the restricted loader."""
+"""Pose inputs: OpenGait's layout `<id>/<type>/<view>/<seq>.pkl` (read through the restricted loader),
+and the Parquet pose data set that `ray-gait ingest` writes (one row per sequence, `_manifest.json`
+with `"kind": "pose"`).
+"""
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ray_gait.io import fs
+from ray_gait.io.dataset import KEY_COLUMNS, MANIFEST, parquet_files, read_json
 from ray_gait.io.safe_pickle import loads_arrays
 
 # Data sets whose pose files need a rule of their own (names as OpenGait's --dataset_name).
@@ -71,3 +79,89 @@ def load_pose(path: str, dataset_name: str = "") -> np.ndarray:
         return pose_from_object(loads_arrays(raw), dataset_name)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+# The Parquet pose data set: one row per sequence, `pose` = float32 C-order (frames, joints, 3).
+POSE_KIND = "pose"
+POSE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("type", pa.string()), ("view", pa.string()), ("seq", pa.string()),
+    ("source", pa.string()),
+    ("frames", pa.int32()), ("joints", pa.int32()),
+    ("pose", pa.binary()),
+])
+
+
+def pose_row(key: dict[str, str], pose: np.ndarray) -> dict[str, Any]:
+    """A Parquet row of a pose sequence: key columns plus the float32 (T, V, 3) pose bytes."""
+    if pose.ndim != 3 or pose.shape[2] != 3:
+        raise ValueError(f"pose must be (T, V, 3), got {pose.shape}")
+    row = {name: key[name] for name in KEY_COLUMNS}
+    row.update(frames=pose.shape[0], joints=pose.shape[1],
+               pose=np.ascontiguousarray(pose, dtype=np.float32).tobytes())
+    return row
+
+
+def decode_pose(row: dict[str, Any]) -> np.ndarray:
+    """The (frames, joints, 3) float32 array of a pose row."""
+    shape = (int(row["frames"]), int(row["joints"]), 3)
+    data = row["pose"]
+    if len(data) != 4 * shape[0] * shape[1] * shape[2]:
+        raise ValueError(f"pose of {row.get('source')} holds {len(data)} bytes, not float32 {shape}")
+    return np.frombuffer(data, dtype=np.float32).reshape(shape)
+
+
+def is_pose_dataset(root: str) -> bool:
+    """True when `root` holds a Parquet pose data set (its `_manifest.json` has kind "pose")."""
+    loc = fs.resolve(root).join(MANIFEST)
+    if not fs.exists(loc):
+        return False
+    manifest = read_json(loc)
+    return isinstance(manifest, dict) and manifest.get("kind") == POSE_KIND
+
+
+def pose_source(row: dict[str, Any]) -> str:
+    """The name a row would have in OpenGait's pkl tree: `<id>/<type>/<view>/<seq>.pkl`."""
+    return f"{row['id']}/{row['type']}/{row['view']}/{row['seq']}.pkl"
+
+
+def pose_dataset_index(root: str, dataset_name: str = "") -> dict[str, tuple[str, int]]:
+    """Map `<id>/<type>/<view>/<seq>.pkl` of every row of a pose data set to (Parquet part, row number)."""
+    loc = fs.resolve(root)
+    pattern = pose_file_pattern(dataset_name)
+    index: dict[str, tuple[str, int]] = {}
+    for part in parquet_files(root):
+        table = pq.read_table(loc.join(part).path, filesystem=loc.fs, columns=["id", "type", "view", "seq"])
+        for number, row in enumerate(table.to_pylist()):
+            source = pose_source(row)
+            if not fnmatch.fnmatchcase(posixpath.basename(source), pattern):
+                continue
+            if source in index:
+                raise ValueError(f"{root}: sequence {source} appears twice ({index[source][0]}, {part})")
+            index[source] = (part, number)
+    return index
+
+
+def read_pose_rows(root: str, wanted: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Rows (pose decoded) of a pose data set, given as (Parquet part, row number), in that order."""
+    loc = fs.resolve(root)
+    by_part: dict[str, list[int]] = {}
+    for part, number in wanted:
+        by_part.setdefault(part, []).append(number)
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for part, numbers in by_part.items():
+        table = pq.read_table(loc.join(part).path, filesystem=loc.fs).take(numbers)
+        for number, row in zip(numbers, table.to_pylist()):
+            row["pose"] = decode_pose(row)
+            found[(part, number)] = row
+    return [found[item] for item in wanted]
+
+
+def read_pose_dataset(root: str) -> Iterator[dict[str, Any]]:
+    """Iterate over the rows of a pose data set, `pose` decoded to float32 (frames, joints, 3)."""
+    loc = fs.resolve(root)
+    if not is_pose_dataset(root):
+        raise FileNotFoundError(f"{root} is not a pose data set (no _manifest.json with kind \"pose\")")
+    for part in parquet_files(root):
+        for row in pq.read_table(loc.join(part).path, filesystem=loc.fs).to_pylist():
+            row["pose"] = decode_pose(row)
+            yield row

@@ -9,6 +9,10 @@ COCO17_JOINTS: tuple[str, ...] = (
     "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
 )
 
+# Left and right joints of COCO-17 (pairs at the same position).
+COCO17_LEFT: tuple[int, ...] = (1, 3, 5, 7, 9, 11, 13, 15)
+COCO17_RIGHT: tuple[int, ...] = (2, 4, 6, 8, 10, 12, 14, 16)
+
 # The 17 limbs of the COCO-17 skeleton map (the order of the reference generator's limb channels).
 COCO17_LIMBS: tuple[tuple[int, int], ...] = (
     (0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (5, 7), (7, 9), (0, 6), (6, 8), (8, 10),

@@ -84,7 +84,8 @@ def find_checkpoint(cfg: TrainConfig, explicit: str | None) -> str:
     return (matching or sorted(found))[-1][1]
 
 
-def _protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments of the configured protocol (its protocol.json, probe set, data set name)."""
     name = cfg.evaluator_cfg.eval_func
     kwargs: dict[str, Any] = {"metric": cfg.evaluator_cfg.metric}
     dataset = cfg.data_cfg.test_dataset_name or cfg.data_cfg.dataset_name
@@ -166,7 +167,7 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
     keys = {k: np.array([str(embedded[i][k]) for i in order]) for k in ("id", "type", "view", "seq")}
     os.makedirs(out_dir, exist_ok=True)
     np.savez_compressed(os.path.join(out_dir, "embeddings.npz"), embeddings=emb, **keys)
-    kwargs = _protocol_kwargs(cfg)
+    kwargs = protocol_kwargs(cfg)
     result = protocol_fn(emb, keys["id"], keys["type"], keys["view"], **kwargs)
     metrics = {"protocol": cfg.evaluator_cfg.eval_func, "metric": cfg.evaluator_cfg.metric,
                "results": result["results"], "overall": result.get("overall", {}),

@@ -25,7 +25,7 @@ from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, SHARD_DIR, JobSettings, l
 from ray_gait.io import fs
 from ray_gait.io.safe_pickle import loads_arrays
 from ray_gait.io.dataset import ERRORS, MANIFEST, read_dataset, read_json, write_json_atomic
-from ray_gait.pose.io import list_pose_files
+from ray_gait.pose.io import is_pose_dataset, list_pose_files, pose_dataset_index
 from ray_gait.ray_layer.session import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -113,15 +113,22 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
         raise ValueError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     started = time.perf_counter()
     out = fs.resolve(save_root).join(output_name(dataset_name, config, ext_name))
-    sources = list_pose_files(pose_data_path, dataset_name)
+    from_dataset = is_pose_dataset(pose_data_path)
+    index = pose_dataset_index(pose_data_path, dataset_name) if from_dataset else {}
+    sources = sorted(index) if from_dataset else list_pose_files(pose_data_path, dataset_name)
     if not sources:
-        raise ValueError(f"no pose files found below {pose_data_path} (expected <id>/<type>/<view>/<seq>.pkl)")
+        raise ValueError(f"no pose files found below {pose_data_path} (expected <id>/<type>/<view>/<seq>.pkl "
+                         "or a pose data set written by `ray-gait ingest`)")
     fs.makedirs(out)
     _check_same_config(out, config, fmt)
     removed = fs.remove_temporaries(out)
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
     shards = plan_shards(sources, shard_size)
+    if from_dataset:
+        for shard in shards:
+            shard["pose_parts"] = [index[source][0] for source in shard["sources"]]
+            shard["pose_rows"] = [index[source][1] for source in shard["sources"]]
     _remove_stale(out, {s["name"] for s in shards})
     records = {s["name"]: load_shard_record(out.uri, s["name"]) for s in shards}
     todo = [s for s in shards if records[s["name"]] is None]
@@ -129,7 +136,7 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
              len(sources), len(shards), len(shards) - len(todo), len(todo), out.uri)
     settings = JobSettings(pose_root=fs.resolve(pose_data_path).uri, out_root=out.uri, dataset_name=dataset_name,
                            config=config.to_dict(), write_parquet=fmt in ("parquet", "both"),
-                           write_pkl=fmt in ("pkl", "both"), backend=backend)
+                           write_pkl=fmt in ("pkl", "both"), backend=backend, pose_dataset=from_dataset)
     new_frames = 0
     if todo:
         ensure_ray()

@@ -15,6 +15,7 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import ray
 import ray.data
@@ -80,6 +81,38 @@ def _restore_source(cfg: TrainConfig, run_dir: str) -> str | None:
     raise FileNotFoundError(f"trainer_cfg.restore_hint: no checkpoint of iteration {hint} under {run_dir}")
 
 
+class _Tester:
+    """OpenGait's `with_test`: the test split evaluated by rank 0 at every save_iter."""
+
+    def __init__(self, cfg: TrainConfig, columns: tuple[str, ...], device: torch.device) -> None:
+        from ray_gait.data.frames import FrameSampling
+        from ray_gait.data.transforms import build_transform
+        self.cfg, self.device = cfg, device
+        self.data = build_sequence_set(_decoded_rows(ray.train.get_dataset_shard("test")), columns)
+        self.transforms = build_transform(cfg.evaluator_cfg.transform)
+        self.sampling = FrameSampling.from_config(cfg.evaluator_cfg.sampler)
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """`test/<condition>/rank1` and `test/rank1` of the current weights."""
+        from ray_gait.evaluation.embed import embed_sequence
+        from ray_gait.evaluation.protocols import get_protocol
+        from ray_gait.ray_layer.evaluate import protocol_kwargs
+        net = model.module if hasattr(model, "module") else model
+        was_training = net.training
+        net.eval()
+        emb = np.stack([embed_sequence(net, arrays, self.transforms, self.sampling, self.device)
+                        for arrays in self.data.inputs])
+        if was_training:
+            net.train()
+        keys = np.array(self.data.keys)
+        result = get_protocol(self.cfg.evaluator_cfg.eval_func)(emb, keys[:, 0], keys[:, 1], keys[:, 2],
+                                                                **protocol_kwargs(self.cfg))
+        out = {f"test/{cond}/rank1": float(v["rank1"]) for cond, v in result["results"].items() if "rank1" in v}
+        if "rank1" in result.get("overall", {}):
+            out["test/rank1"] = float(result["overall"]["rank1"])
+        return out
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """What every Ray Train worker runs (plain PyTorch plus prepare_model and report)."""
     cfg = config_from_tree(loop_config["config"], source=loop_config["source"])
@@ -113,6 +146,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     elif loop_config.get("restore_path"):
         restore_state(state, read_state(loop_config["restore_path"]), strict=trainer_cfg.restore_ckpt_strict,
                       reset_optimizer=trainer_cfg.optimizer_reset, reset_scheduler=trainer_cfg.scheduler_reset)
+    tester = _Tester(cfg, columns, device) if trainer_cfg.with_test and rank == 0 else None
     writer = None
     if rank == 0 and loop_config.get("tensorboard_dir"):
         from tensorboardX import SummaryWriter
@@ -150,6 +184,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                      trainer_cfg.total_iter, metrics.get("loss", float("nan")),
                      metrics.get("softmax/accuracy", float("nan")), metrics["lr"], metrics["sequences_per_s"],
                      window_wait)
+        if saving and tester is not None:
+            metrics.update(tester.evaluate(model))
+            log.info("iter %d test: %s", state.iteration,
+                     "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")))
         if saving:
             with tempfile.TemporaryDirectory() as folder:
                 checkpoint = None
@@ -164,16 +202,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         writer.close()
 
 
-def _train_dataset(cfg: TrainConfig, columns: list[str]) -> ray.data.Dataset:
+def _train_dataset(cfg: TrainConfig, columns: list[str], split: str = "TRAIN_SET") -> ray.data.Dataset:
     root = resolve_path(cfg, cfg.data_cfg.dataset_root)
-    train_ids = set(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition))["TRAIN_SET"])
+    train_ids = set(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition))[split])
     ds = ray.data.read_parquet(fs.resolve(root).uri).select_columns(columns)
     # Read once, on the driver's side, into the object store: every worker then iterates these
     # blocks without scheduling read tasks (which would wait forever for the CPUs the training
     # workers hold on a small machine).
     ds = ds.filter(lambda row: str(row["id"]) in train_ids).materialize()
     if ds.count() == 0:
-        raise ValueError(f"no sequence of the partition's TRAIN_SET found in {root}")
+        raise ValueError(f"no sequence of the partition's {split} found in {root}")
     return ds
 
 
@@ -195,6 +233,9 @@ def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Res
     resources = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
     loop_config = {"config": config_tree, "source": cfg.source, "restore_path": restore_path,
                    "tensorboard_dir": os.path.join(run_dir, "tensorboard") if "://" not in storage else None}
+    datasets = {"train": _train_dataset(cfg, columns)}
+    if cfg.trainer_cfg.with_test:
+        datasets["test"] = _train_dataset(cfg, columns, "TEST_SET")
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -203,7 +244,7 @@ def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Res
         run_config=RunConfig(name=name, storage_path=storage,
                              failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer_cfg.keep_checkpoints)),
-        datasets={"train": _train_dataset(cfg, columns)},
+        datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
     )
     log.info("Ray Train: %d worker(s)%s, run %s", ray_cfg.num_workers, " on GPU" if ray_cfg.use_gpu else "", run_dir)

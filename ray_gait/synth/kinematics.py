@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ray_gait.pose.skeleton import COCO17_JOINTS, COCO17_LEFT, COCO17_RIGHT
 from ray_gait.synth.body import BodyShape, GaitStyle
 
 __all__ = [
@@ -27,13 +28,9 @@ __all__ = [
     "walking_speed",
 ]
 
-COCO17 = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
-RIGHT = (2, 4, 6, 8, 10, 12, 14, 16)
+COCO17 = COCO17_JOINTS
+LEFT = COCO17_LEFT
+RIGHT = COCO17_RIGHT
 
 # Phase of toe-off: the stance phase is [0, STANCE) of the cycle.
 STANCE = 0.6

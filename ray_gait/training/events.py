@@ -1,4 +1,4 @@
-"""Read scalars back from TensorBoard event files (TFRecord framing, protobuf Event) for the tests."""
+"""Read scalars back from TensorBoard event files (TFRecord framing, protobuf Event)."""
 from __future__ import annotations
 
 import struct
@@ -15,8 +15,8 @@ def _records(path: Path):
         offset = start + length + 4
 
 
-def scalars(paths: list[Path], tag: str) -> list[float]:
-    """Values of one scalar tag in step order."""
+def scalar_series(paths: list[Path], tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one scalar tag in step order."""
     from tensorboardX.proto import event_pb2
     found = []
     for path in paths:
@@ -25,4 +25,9 @@ def scalars(paths: list[Path], tag: str) -> list[float]:
             for value in event.summary.value:
                 if value.tag == tag:
                     found.append((event.step, value.simple_value))
-    return [v for _, v in sorted(found)]
+    return sorted(found)
+
+
+def scalars(paths: list[Path], tag: str) -> list[float]:
+    """Values of one scalar tag in step order."""
+    return [value for _, value in scalar_series(paths, tag)]
