@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from ray_gait import load_heatmap_config, read_dataset, render_heatmaps
 from ray_gait.cli import main

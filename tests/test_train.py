@@ -174,7 +174,6 @@ def _one_step_grads(loop_config: dict) -> None:
 
 
 def test_gradients_are_equal_across_ranks_after_a_step(synth_maps, tmp_path):
-    import ray.train
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray_gait.ray_layer.trainer import _train_dataset

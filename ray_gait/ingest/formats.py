@@ -13,7 +13,6 @@ at the right person).  Anything unusable raises `FrameError` with the reason.
 """
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import re
@@ -22,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ray_gait.io.safe_pickle import UnsafePickleError, _ArrayOnlyUnpickler, loads_arrays
+from ray_gait.io.safe_pickle import loads_arrays, loads_restricted
 from ray_gait.pose.io import GREW_LEADING_COLUMNS, pose_from_object
 
 OPENPOSE_JSON = "openpose-json"
@@ -166,12 +165,7 @@ def _plain_int(value: Any) -> int | None:
 
 def load_selection_index(data: bytes) -> dict[str, int]:
     """OU-MVLP's `pose_selection_idx.pkl`, `{frame number (str): person index}`, with the restricted unpickler."""
-    try:
-        obj = _ArrayOnlyUnpickler(io.BytesIO(data)).load()
-    except UnsafePickleError:
-        raise
-    except Exception as exc:  # truncated or corrupt streams raise many kinds of errors
-        raise ValueError(f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from None
+    obj = loads_restricted(data)
     if not isinstance(obj, dict):
         raise ValueError(f"expected a dict {{frame: person index}}, found {type(obj).__name__}")
     index = {}

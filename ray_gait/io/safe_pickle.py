@@ -56,13 +56,18 @@ def _check_arrays(obj: Any, where: str = "") -> None:
     raise UnsafePickleError(f"found a {type(obj).__name__}{place}: only numpy arrays are accepted")
 
 
-def loads_arrays(data: bytes) -> Any:
-    """Unpickle bytes that hold a numpy array (or lists/tuples/dicts of arrays), refusing anything else."""
+def loads_restricted(data: bytes) -> Any:
+    """Unpickle with no global but numpy's array builders: plain containers, numbers, text, arrays."""
     try:
-        obj = _ArrayOnlyUnpickler(io.BytesIO(data)).load()
+        return _ArrayOnlyUnpickler(io.BytesIO(data)).load()
     except UnsafePickleError:
         raise
     except Exception as exc:  # truncated or corrupt streams raise many kinds of errors
         raise ValueError(f"corrupt or truncated pickle ({type(exc).__name__}: {exc})") from None
+
+
+def loads_arrays(data: bytes) -> Any:
+    """Unpickle bytes that hold a numpy array (or lists/tuples/dicts of arrays), refusing anything else."""
+    obj = loads_restricted(data)
     _check_arrays(obj)
     return obj
