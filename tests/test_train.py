@@ -78,7 +78,7 @@ def test_loss_decreases(synth_maps, tmp_path):
     losses = scalars(events, "train/loss")
     assert len(losses) == 6
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
-    checkpoint = next((tmp_path / "learn").glob("checkpoint_*"))
+    checkpoint = next(p for p in (tmp_path / "learn").glob("checkpoint_*") if (p / "state.pt").exists())
     out = tmp_path / "opengait.pt"
     assert main(["export-checkpoint", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     from ray_gait.models import build_model, load_opengait_checkpoint
@@ -202,3 +202,24 @@ def test_with_test_reports_rank1_at_save_iter(synth_maps, tmp_path):
     result = run_training(config_from_tree(tree, str(CONFIG)), tree)
     assert {"test/NM/rank1", "test/BG/rank1", "test/CL/rank1", "test/rank1"} <= set(result.metrics)
     assert 0.0 <= result.metrics["test/rank1"] <= 100.0
+
+
+def test_restore_hint_path_continues_at_its_iteration_with_bf16(synth_maps, tmp_path):
+    from ray_gait.ray_layer.trainer import run_training
+    data, paired = synth_maps
+    first = apply_overrides(read_yaml(str(CONFIG)), _overrides(
+        data, paired, tmp_path, "first", **{"trainer_cfg.total_iter": 2, "trainer_cfg.enable_float16": True}))
+    run_training(config_from_tree(first, str(CONFIG)), first)
+    checkpoint = next(p for p in (tmp_path / "first").glob("checkpoint_*") if (p / "state.pt").exists())
+    second = apply_overrides(read_yaml(str(CONFIG)), _overrides(
+        data, paired, tmp_path, "second", **{"trainer_cfg.total_iter": 4, "trainer_cfg.enable_float16": True,
+                                             "trainer_cfg.restore_hint": str(checkpoint)}))
+    result = run_training(config_from_tree(second, str(CONFIG)), second)
+    assert result.metrics["iteration"] == 4
+    reports = sorted(s["iteration"] for s in [read_state(str(p)) for p in (tmp_path / "second").glob("checkpoint_*")
+                                               if (p / "state.pt").exists()])
+    assert reports == [4]          # save_iter 2: a run started at 0 would have saved iteration 2 as well
+    resumed_by_number = apply_overrides(second, {"trainer_cfg.save_name": "first", "trainer_cfg.restore_hint": 2})
+    from ray_gait.ray_layer.trainer import _restore_source
+    assert _restore_source(config_from_tree(resumed_by_number, str(CONFIG)),
+                           str(tmp_path / "first")) == str(checkpoint)
