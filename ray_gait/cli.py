@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ray_gait.yaml_config import ConfigError, parse_override
 
@@ -204,6 +204,14 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> tuple[dict, Any]:
+    """The raw config tree (with --set applied, for the workers) and the typed config of --cfgs."""
+    from ray_gait.training.config import config_from_tree
+    from ray_gait.yaml_config import apply_overrides, read_yaml
+    tree = apply_overrides(read_yaml(args.cfgs), _overrides(args.set))
+    return tree, config_from_tree(tree, source=args.cfgs)
+
+
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `ray-gait train`."""
     p = sub.add_parser("train", help="step 3: train SkeletonGait / SkeletonGait++ with DDP on Ray Train",
@@ -220,10 +228,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run training and print where the results are."""
-    from ray_gait.training.config import config_from_tree
-    from ray_gait.yaml_config import apply_overrides, read_yaml
-    tree = apply_overrides(read_yaml(args.cfgs), _overrides(args.set))
-    cfg = config_from_tree(tree, source=args.cfgs)
+    tree, cfg = _train_config(args)
     if args.log_to_file:
         _log_to_file(cfg)
     from ray_gait.ray_layer.trainer import run_training
@@ -266,10 +271,8 @@ def run_test(args: argparse.Namespace) -> int:
     """Evaluate and print the table."""
     import os
     from ray_gait.ray_layer.evaluate import format_table, run_evaluation
-    from ray_gait.training.config import config_from_tree, resolve_path
-    from ray_gait.yaml_config import apply_overrides, read_yaml
-    tree = apply_overrides(read_yaml(args.cfgs), _overrides(args.set))
-    cfg = config_from_tree(tree, source=args.cfgs)
+    from ray_gait.training.config import resolve_path
+    tree, cfg = _train_config(args)
     out = args.out or os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.evaluator_cfg.save_name, "test")
     metrics = run_evaluation(cfg, tree, out, checkpoint=args.checkpoint, workers=args.workers)
     print(format_table(metrics))

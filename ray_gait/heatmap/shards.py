@@ -137,3 +137,15 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
     record.seconds = time.perf_counter() - started
     write_json_atomic(shard_record_location(settings.out_root, record.name), asdict(record))
     return asdict(record)
+
+
+def remove_stale_shards(out: fs.Location, planned: set[str]) -> None:
+    """Delete parts and records of shards that are not in the current plan (the inputs changed)."""
+    for rel in fs.list_files(out, depth=1, pattern="part-*.parquet"):
+        if rel[:-len(".parquet")] not in planned:
+            out.fs.delete_file(out.join(rel).path)
+    shard_dir = out.join(SHARD_DIR)
+    if fs.exists(shard_dir):
+        for rel in fs.list_files(shard_dir, depth=1, pattern="part-*.json"):
+            if rel[:-len(".json")] not in planned:
+                out.fs.delete_file(shard_dir.join(rel).path)

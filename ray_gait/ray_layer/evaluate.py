@@ -32,7 +32,7 @@ from ray_gait.ray_layer.trainer import dataset_columns
 from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
 from ray_gait.training.data import input_columns, read_partition
 from ray_gait.training.loop import autocast_dtype
-from ray_gait.training.state import read_state
+from ray_gait.training.state import saved_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,11 @@ def find_checkpoint(cfg: TrainConfig, explicit: str | None) -> str:
     if isinstance(hint, str) and hint:
         return hint
     run_dir = os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.evaluator_cfg.save_name)
-    found = []
-    for root, _, files in os.walk(run_dir):
-        if "state.pt" in files:
-            found.append((read_state(root)["iteration"], root))
+    found = saved_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(f"no checkpoint under {run_dir}; train first or pass --checkpoint")
     matching = [f for f in found if f[0] == hint]
-    return (matching or sorted(found))[-1][1]
+    return (matching or found)[-1][1]
 
 
 def protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:

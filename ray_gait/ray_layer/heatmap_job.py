@@ -20,8 +20,8 @@ import ray.data
 
 from ray_gait.heatmap.config import HeatmapConfig
 from ray_gait.heatmap.preview import preview_sheet, write_png
-from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, SHARD_DIR, JobSettings, load_shard_record, plan_shards,
-                                     render_shard)
+from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, JobSettings, load_shard_record, plan_shards,
+                                     remove_stale_shards, render_shard)
 from ray_gait.io import fs
 from ray_gait.io.safe_pickle import loads_arrays
 from ray_gait.io.dataset import ERRORS, MANIFEST, read_dataset, read_json, write_json_atomic
@@ -72,16 +72,6 @@ def _check_same_config(out: fs.Location, config: HeatmapConfig, fmt: str) -> Non
     write_json_atomic(loc, wanted)
 
 
-def _remove_stale(out: fs.Location, planned: set[str]) -> None:
-    """Delete parts and records of shards that are not in the current plan (the inputs changed)."""
-    for rel in fs.list_files(out, depth=1, pattern="part-*.parquet"):
-        if rel[:-len(".parquet")] not in planned:
-            out.fs.delete_file(out.join(rel).path)
-    shard_dir = out.join(SHARD_DIR)
-    if fs.exists(shard_dir):
-        for rel in fs.list_files(shard_dir, depth=1, pattern="part-*.json"):
-            if rel[:-len(".json")] not in planned:
-                out.fs.delete_file(shard_dir.join(rel).path)
 
 
 def _first_sequences(out: fs.Location, from_parquet: bool) -> Iterator[tuple[str, np.ndarray]]:
@@ -129,7 +119,7 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
         for shard in shards:
             shard["pose_parts"] = [index[source][0] for source in shard["sources"]]
             shard["pose_rows"] = [index[source][1] for source in shard["sources"]]
-    _remove_stale(out, {s["name"] for s in shards})
+    remove_stale_shards(out, {s["name"] for s in shards})
     records = {s["name"]: load_shard_record(out.uri, s["name"]) for s in shards}
     todo = [s for s in shards if records[s["name"]] is None]
     log.info("%d pose files in %d shards; %d shard(s) already done, %d to render -> %s",

@@ -20,7 +20,7 @@ from typing import Any
 import ray
 import ray.data
 
-from ray_gait.heatmap.shards import PKL_DIR
+from ray_gait.heatmap.shards import PKL_DIR, remove_stale_shards
 from ray_gait.ingest.formats import AUTO, FORMATS, OPENPOSE_JSON, detect_format, files_of_format
 from ray_gait.ingest.layout import group_sequences
 from ray_gait.ingest.shards import (IngestConfig, IngestRecord, IngestSettings, ingest_shard, load_ingest_record,
@@ -28,7 +28,6 @@ from ray_gait.ingest.shards import (IngestConfig, IngestRecord, IngestSettings, 
 from ray_gait.io import fs
 from ray_gait.io.dataset import ERRORS, MANIFEST, read_json, write_json_atomic
 from ray_gait.pose.io import POSE_KIND
-from ray_gait.ray_layer.heatmap_job import _remove_stale
 from ray_gait.ray_layer.session import ensure_ray
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run", removed)
     shards = plan_ingest_shards(sequences, shard_size)
-    _remove_stale(out, {s["name"] for s in shards})
+    remove_stale_shards(out, {s["name"] for s in shards})
     records: dict[str, IngestRecord | None] = {s["name"]: load_ingest_record(out.uri, s["name"]) for s in shards}
     todo = [s for s in shards if records[s["name"]] is None]
     log.info("%s: %d files, %d sequences in %d shards; %d shard(s) already done, %d to build -> %s", found,

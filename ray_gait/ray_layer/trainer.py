@@ -33,7 +33,7 @@ from ray_gait.training.data import BatchMaker, build_sequence_set, input_columns
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
 from ray_gait.training.optim import build_optimizer, build_scheduler
-from ray_gait.training.state import TrainState, read_state, restore_state, save_state
+from ray_gait.training.state import TrainState, read_state, restore_state, save_state, saved_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def _restore_source(cfg: TrainConfig, run_dir: str) -> str | None:
         return hint
     if not hint:
         return None
-    for root, _, files in os.walk(run_dir):
-        if "state.pt" in files and read_state(root)["iteration"] == hint:
-            return root
+    for iteration, folder in saved_checkpoints(run_dir):
+        if iteration == hint:
+            return folder
     raise FileNotFoundError(f"trainer_cfg.restore_hint: no checkpoint of iteration {hint} under {run_dir}")
 
 

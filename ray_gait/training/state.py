@@ -62,6 +62,15 @@ def read_state(folder_or_file: str) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def saved_checkpoints(run_dir: str) -> list[tuple[int, str]]:
+    """(iteration, folder) of every checkpoint saved under a run folder, by iteration."""
+    found = []
+    for root, _, files in os.walk(run_dir):
+        if STATE_FILE in files:
+            found.append((int(read_state(root)["iteration"]), root))
+    return sorted(found)
+
+
 def restore_state(state: TrainState, saved: dict[str, Any], strict: bool = True, reset_optimizer: bool = False,
                   reset_scheduler: bool = False) -> None:
     """Load a saved state into the live objects (OpenGait's optimizer_reset / scheduler_reset honoured)."""
