@@ -281,6 +281,42 @@ def run_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait tune`."""
+    p = sub.add_parser("tune", help="Ray Tune sweep over training keys (lr, ...) and heatmap keys (sigma, ...)",
+                       description="Run a Ray Tune sweep: each trial is a Ray Train run of --cfgs with the values of "
+                                   "the search space; ASHA stops weak trials early on the validation Rank-1 "
+                                   "(data_cfg.val_ids held-out identities, evaluated every save_iter). Each distinct "
+                                   "heatmap config is rendered once, before the trials, and reused. A rerun with the "
+                                   "same sweep name resumes. Ends with the table of trials, best_config.yaml "
+                                   "(for ray-gait train) and rank1_vs_lr.png in <storage_path>/<name>/.",
+                       epilog="example: ray-gait tune --cfgs configs/skeletongait/skeletongait++_synth.yaml "
+                              "--search configs/tune/lr_sigma.yaml --set trainer_cfg.total_iter=100")
+    p.add_argument("--cfgs", required=True, help="training config YAML (the base of every trial)")
+    p.add_argument("--search", default=None, help="search space YAML (default: the packaged "
+                   "configs/tune/lr_sigma.yaml: lr log-uniform, sigma 4 and 8, on the demo's synthetic data)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key (repeatable)")
+    p.set_defaults(handler=run_tune)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """Run a sweep and print its table and outputs."""
+    from ray_gait.ray_layer.tune_job import run_sweep
+    from ray_gait.tuning.space import DEFAULT_SEARCH, load_search_spec
+    tree, cfg = _train_config(args)
+    spec = load_search_spec(args.search or DEFAULT_SEARCH)
+    summary = run_sweep(spec, cfg, tree)
+    print(summary.table)
+    rendered = sum(1 for r in summary.renders if r.rendered_frames)
+    print(f"tune: {len(summary.rows)} trials{' (resumed)' if summary.restored else ''}, {len(summary.renders)} "
+          f"heatmap config(s), {rendered} rendered in this run, {summary.seconds:.0f} s -> {summary.path}")
+    if summary.best is None:
+        raise CommandError(f"no trial reported {spec.metric}; see {summary.path}")
+    print(f"best: {summary.best.trial_id} {spec.metric} {summary.best.last if summary.best.last is not None else summary.best.best:.2f} "
+          f"{summary.best.params}\n  config: {summary.best_config}\n  plot: {summary.plot}")
+    return 0
+
+
 def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `ray-gait demo`."""
     p = sub.add_parser("demo", help="the whole pipeline on the embedded synthetic data set, on a local Ray",
@@ -296,15 +332,75 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_demo_command)
 
 
+def _print_run(name: str, result: dict[str, Any]) -> None:
+    print(result["table"])
+    print(f"{name}: {result['seconds']:.0f} s\n  plots: {', '.join(result['metrics']['plots'])}\n"
+          f"  TensorBoard: tensorboard --logdir {result['tensorboard']}\n  checkpoint: {result['checkpoint']}\n"
+          f"  metrics: {result['run_dir']}/test/metrics.json")
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     """Run the demo and print the table and where everything is."""
     from ray_gait.ray_layer.demo import DEMO_CONFIG, run_demo
     result = run_demo(args.out, ids=args.ids, total_iter=args.iters, config=args.cfgs or DEMO_CONFIG,
                       overrides=_overrides(args.set))
-    print(result["table"])
-    print(f"demo: {result['seconds']:.0f} s\n  plots: {', '.join(result['metrics']['plots'])}\n"
-          f"  TensorBoard: tensorboard --logdir {result['tensorboard']}\n  checkpoint: {result['checkpoint']}\n"
-          f"  metrics: {result['run_dir']}/test/metrics.json")
+    _print_run("demo", result)
+    return 0
+
+
+def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait pipeline`."""
+    p = sub.add_parser("pipeline", help="every step as one job: poses (real or synthetic) -> heatmaps -> pairing "
+                                        "-> training -> evaluation",
+                       description="Run steps 1-3 and the evaluation as one job on a local Ray or the cluster in "
+                                   "RAY_ADDRESS: synthetic data (default) or real poses (--pose_data_path) -> "
+                                   "heatmaps (OUT/maps) -> pairing with silhouettes when the model reads them "
+                                   "(OUT/paired) -> Ray Train (OUT/runs) -> Rank-1 table and plots. Rerunning the "
+                                   "same command resumes each step.",
+                       epilog="examples:\n  ray-gait pipeline --out synth-run --ids 60 --iters 200\n"
+                              "  ray-gait pipeline --out ccpg-run --cfgs configs/skeletongait/skeletongait++_CCPG.yaml "
+                              "--pose_data_path CCPG-pose --silhouette_data_path CCPG-sils --dataset_name CCPG "
+                              "--dataset_partition CCPG.json --heatmap-set coco18tococo17_args.transfer_to_coco17=true "
+                              "--set ray_cfg.num_workers=8 --set ray_cfg.use_gpu=true",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--cfgs", default=None, help="training config (default skeletongait++_synth.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the config's total_iter)")
+    real = p.add_argument_group("real data (default: the synthetic data set)")
+    real.add_argument("--pose_data_path", default=None, help="pose tree <id>/<type>/<view>/<seq>.pkl or an ingested "
+                      "pose data set")
+    real.add_argument("--silhouette_data_path", default=None, help="silhouette tree (for SkeletonGait++)")
+    real.add_argument("--dataset_partition", default=None, help="partition JSON (TRAIN_SET, TEST_SET)")
+    real.add_argument("--dataset_protocol", default=None, help="protocol JSON for evaluate_protocol")
+    real.add_argument("--dataset_name", default="synth", help="data set name (GREW, SUSTech1K rules apply)")
+    real.add_argument("--heatmap_cfg_path", default=None, help="heatmap config YAML (default configs/heatmap.yaml)")
+    real.add_argument("--heatmap-set", action="append", metavar="KEY=VALUE",
+                      help="override a heatmap config key, e.g. heatmap_generator_args.sigma=4.0")
+    synth = p.add_argument_group("synthetic data")
+    synth.add_argument("--ids", type=int, default=60, help="identities (default 60)")
+    synth.add_argument("--train-ids", type=int, default=None, help="identities in TRAIN_SET (default: half)")
+    synth.add_argument("--views", type=_views, default=(0, 45, 90, 135, 180), help="walking directions in degrees")
+    synth.add_argument("--frames", type=_frames, default=(40, 60), help="frames per sequence MIN:MAX")
+    synth.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data set")
+    p.set_defaults(handler=run_pipeline_command)
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    """Run the pipeline and print the table and where everything is."""
+    from ray_gait.ray_layer.demo import DEMO_CONFIG
+    from ray_gait.ray_layer.pipeline import PipelineInputs, run_pipeline
+    from ray_gait.synth import SynthConfig
+    synth = None
+    if args.pose_data_path is None:
+        train = args.train_ids if args.train_ids is not None else args.ids // 2
+        synth = SynthConfig(ids=args.ids, train_ids=train, views=args.views, frames=args.frames, seed=args.seed)
+    inputs = PipelineInputs(pose_data_path=args.pose_data_path, silhouette_data_path=args.silhouette_data_path,
+                            dataset_partition=args.dataset_partition, dataset_protocol=args.dataset_protocol,
+                            dataset_name=args.dataset_name, synth=synth, heatmap_cfg_path=args.heatmap_cfg_path,
+                            heatmap_overrides=_overrides(args.heatmap_set))
+    result = run_pipeline(args.out, args.cfgs or DEMO_CONFIG, inputs, _overrides(args.set), total_iter=args.iters)
+    _print_run("pipeline", result)
     return 0
 
 
@@ -337,7 +433,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser,
                                                                add_train_parser, add_test_parser, add_export_parser,
-                                                               add_demo_parser, add_ingest_parser]
+                                                               add_demo_parser, add_ingest_parser, add_tune_parser,
+                                                               add_pipeline_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with 2 CPUs on 127.0.0.1, its own short temp dir; yields the GCS address."""
@@ -41,7 +48,10 @@ def ray_session():
     os.environ["RAY_TMPDIR"] = tmp
     tests = str(Path(__file__).parent)
     path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, configure_logging=False,
+    # The dashboard serves the state API that Ray Train's placement-group cleaner polls: without it,
+    # the workers of a Tune trial stopped early keep their CPUs and later trials never start.
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
+             _temp_dir=tmp, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     import ray.data
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -176,7 +176,7 @@ def _one_step_grads(loop_config: dict) -> None:
 def test_gradients_are_equal_across_ranks_after_a_step(synth_maps, tmp_path):
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray_gait.ray_layer.trainer import _train_dataset
+    from ray_gait.ray_layer.trainer import _split_dataset
     data, paired = synth_maps
     tree = apply_overrides(read_yaml(str(CONFIG)), _overrides(data, paired, tmp_path, "grads"))
     cfg = config_from_tree(tree, str(CONFIG))
@@ -184,8 +184,8 @@ def test_gradients_are_equal_across_ranks_after_a_step(synth_maps, tmp_path):
                                                                "out": str(tmp_path)},
                            scaling_config=ScalingConfig(num_workers=2),
                            run_config=RunConfig(name="grads", storage_path=str(tmp_path / "runs")),
-                           datasets={"train": _train_dataset(cfg, ["id", "type", "view", "seq", "frames", "height",
-                                                                   "width", "heatmap"])},
+                           datasets={"train": _split_dataset(cfg, ["id", "type", "view", "seq", "frames", "height",
+                                                                   "width", "heatmap"], "TRAIN_SET")},
                            dataset_config=DataConfig(datasets_to_split=[]))
     trainer.fit()
     g0, g1 = torch.load(tmp_path / "grads-0.pt"), torch.load(tmp_path / "grads-1.pt")

@@ -40,7 +40,8 @@ def view_heatmap(matrix: Sequence[Sequence[float]], probe_views: Sequence[str], 
 
 
 def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, x_label: str,
-              y_range: tuple[float, float] | None = None, size: tuple[int, int] = (560, 400)) -> np.ndarray:
+              y_range: tuple[float, float] | None = None, size: tuple[int, int] = (560, 400),
+              x_format: str = ".0f", markers: bool = False) -> np.ndarray:
     """A BGR image of named (xs, ys) lines with axis ticks and a legend (last value shown)."""
     width, height = size
     left, right, top, bottom = 60, 150, 40, 50
@@ -59,12 +60,14 @@ def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title:
         _text(img, f"{value:.3g}", (4, sy(value) + 5), 0.4)
     for i in range(5):
         value = x0 + (x1 - x0) * i / 4
-        _text(img, f"{value:.0f}", (sx(value) - 8, top + plot_h + 18), 0.4)
+        _text(img, format(value, x_format), (sx(value) - 8, top + plot_h + 18), 0.4)
     _text(img, x_label, (left + plot_w // 2 - 20, height - 10), 0.45)
     for n, (name, (xs, ys)) in enumerate(curves.items()):
         colour = COLOURS[n % len(COLOURS)]
         points = np.array([(sx(x), sy(y)) for x, y in zip(xs, ys)], np.int32)
         cv2.polylines(img, [points], False, colour, 2, cv2.LINE_AA)
+        for point in points if markers else []:
+            cv2.circle(img, (int(point[0]), int(point[1])), 4, colour, -1, cv2.LINE_AA)
         cv2.line(img, (width - right + 12, top + 12 + 20 * n), (width - right + 32, top + 12 + 20 * n), colour, 2)
         _text(img, f"{name} {ys[-1]:.3g}", (width - right + 38, top + 16 + 20 * n), 0.4)
     return img

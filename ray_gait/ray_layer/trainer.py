@@ -29,7 +29,8 @@ from ray_gait.io.dataset import decode_heatmap, decode_silhouette, parquet_files
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
-from ray_gait.training.data import BatchMaker, build_sequence_set, input_columns, prefetch, read_partition
+from ray_gait.training.data import (BatchMaker, build_sequence_set, input_columns, prefetch, read_partition,
+                                    split_ids)
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
 from ray_gait.training.optim import build_optimizer, build_scheduler
@@ -82,18 +83,18 @@ def _restore_source(cfg: TrainConfig, run_dir: str) -> str | None:
 
 
 class _Tester:
-    """OpenGait's `with_test`: the test split evaluated by rank 0 at every save_iter."""
+    """Rank 0's evaluation at every save_iter: the test split (OpenGait's `with_test`) or the validation split."""
 
-    def __init__(self, cfg: TrainConfig, columns: tuple[str, ...], device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, columns: tuple[str, ...], device: torch.device, split: str) -> None:
         from ray_gait.data.frames import FrameSampling
         from ray_gait.data.transforms import build_transform
-        self.cfg, self.device = cfg, device
-        self.data = build_sequence_set(_decoded_rows(ray.train.get_dataset_shard("test")), columns)
+        self.cfg, self.device, self.split = cfg, device, split
+        self.data = build_sequence_set(_decoded_rows(ray.train.get_dataset_shard(split)), columns)
         self.transforms = build_transform(cfg.evaluator_cfg.transform)
         self.sampling = FrameSampling.from_config(cfg.evaluator_cfg.sampler)
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
-        """`test/<condition>/rank1` and `test/rank1` of the current weights."""
+        """`<split>/<condition>/rank1` and `<split>/rank1` of the current weights."""
         from ray_gait.evaluation.embed import embed_sequence
         from ray_gait.evaluation.protocols import get_protocol
         from ray_gait.ray_layer.evaluate import protocol_kwargs
@@ -107,9 +108,10 @@ class _Tester:
         keys = np.array(self.data.keys)
         result = get_protocol(self.cfg.evaluator_cfg.eval_func)(emb, keys[:, 0], keys[:, 1], keys[:, 2],
                                                                 **protocol_kwargs(self.cfg))
-        out = {f"test/{cond}/rank1": float(v["rank1"]) for cond, v in result["results"].items() if "rank1" in v}
+        out = {f"{self.split}/{cond}/rank1": float(v["rank1"]) for cond, v in result["results"].items()
+               if "rank1" in v}
         if "rank1" in result.get("overall", {}):
-            out["test/rank1"] = float(result["overall"]["rank1"])
+            out[f"{self.split}/rank1"] = float(result["overall"]["rank1"])
         return out
 
 
@@ -146,7 +148,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     elif loop_config.get("restore_path"):
         restore_state(state, read_state(loop_config["restore_path"]), strict=trainer_cfg.restore_ckpt_strict,
                       reset_optimizer=trainer_cfg.optimizer_reset, reset_scheduler=trainer_cfg.scheduler_reset)
-    tester = _Tester(cfg, columns, device) if trainer_cfg.with_test and rank == 0 else None
+    testers = [_Tester(cfg, columns, device, split) for split in loop_config.get("eval_splits", [])] if rank == 0 else []
     writer = None
     if rank == 0 and loop_config.get("tensorboard_dir"):
         from tensorboardX import SummaryWriter
@@ -184,10 +186,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                      trainer_cfg.total_iter, metrics.get("loss", float("nan")),
                      metrics.get("softmax/accuracy", float("nan")), metrics["lr"], metrics["sequences_per_s"],
                      window_wait)
-        if saving and tester is not None:
-            metrics.update(tester.evaluate(model))
-            log.info("iter %d test: %s", state.iteration,
-                     "  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k.startswith("test/")))
+        for tester in testers if saving else []:
+            found = tester.evaluate(model)
+            metrics.update(found)
+            log.info("iter %d %s: %s", state.iteration, tester.split, "  ".join(f"{k} {v:.2f}" for k, v in found.items()))
         if saving:
             with tempfile.TemporaryDirectory() as folder:
                 checkpoint = None
@@ -202,52 +204,73 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         writer.close()
 
 
-def _train_dataset(cfg: TrainConfig, columns: list[str], split: str = "TRAIN_SET") -> ray.data.Dataset:
+def _split_dataset(cfg: TrainConfig, columns: list[str], split: str) -> ray.data.Dataset:
+    """The rows of one split (TRAIN_SET, VAL_SET or TEST_SET), read once into the object store."""
     root = resolve_path(cfg, cfg.data_cfg.dataset_root)
-    train_ids = set(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition))[split])
+    ids = set(split_ids(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)),
+                        cfg.data_cfg.val_ids)[split])
     ds = ray.data.read_parquet(fs.resolve(root).uri).select_columns(columns)
     # Read once, on the driver's side, into the object store: every worker then iterates these
     # blocks without scheduling read tasks (which would wait forever for the CPUs the training
     # workers hold on a small machine).
-    ds = ds.filter(lambda row: str(row["id"]) in train_ids).materialize()
+    ds = ds.filter(lambda row: str(row["id"]) in ids).materialize()
     if ds.count() == 0:
         raise ValueError(f"no sequence of the partition's {split} found in {root}")
     return ds
 
 
-def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Result:
-    """Train with Ray Train as `cfg` says; returns Ray Train's Result (metrics, checkpoint, path)."""
+def check_training_config(cfg: TrainConfig) -> list[str]:
+    """Build what the workers will build (model, losses, optimizer, schedule) and check the data set's columns,
+    so that a bad config fails here, before any worker starts; returns the columns to read."""
     columns = dataset_columns(cfg)
     probe = torch.nn.Linear(1, 1)
     build_scheduler(build_optimizer(probe, cfg.optimizer_cfg),
                     dict(cfg.scheduler_cfg, warmup_iter=cfg.trainer_cfg.warmup_iter), cfg.trainer_cfg.total_iter)
     LossAggregator(cfg.loss_cfg)
     build_model(cfg.model_cfg)
+    return columns
+
+
+def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | None = None,
+                 callbacks: list[Any] | None = None) -> ray.train.torch.TorchTrainer:
+    """A TorchTrainer for `cfg` (run `<storage>/<save_name>`), its data read and its config checked first."""
+    columns = check_training_config(cfg)
     ensure_ray()
     ray_cfg = cfg.ray_cfg
-    storage = resolve_path(cfg, ray_cfg.storage_path)
+    storage = storage or resolve_path(cfg, ray_cfg.storage_path)
     storage = storage if "://" in storage else os.path.abspath(storage)
     name = cfg.trainer_cfg.save_name
     run_dir = os.path.join(storage, name)
     restore_path = _restore_source(cfg, run_dir) if "://" not in storage else None
     resources = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
-    loop_config = {"config": config_tree, "source": cfg.source, "restore_path": restore_path,
-                   "tensorboard_dir": os.path.join(run_dir, "tensorboard") if "://" not in storage else None}
-    datasets = {"train": _train_dataset(cfg, columns)}
+    datasets = {"train": _split_dataset(cfg, columns, "TRAIN_SET")}
+    eval_splits = []
+    if split_ids(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)), cfg.data_cfg.val_ids)["VAL_SET"]:
+        datasets["val"] = _split_dataset(cfg, columns, "VAL_SET")
+        eval_splits.append("val")
     if cfg.trainer_cfg.with_test:
-        datasets["test"] = _train_dataset(cfg, columns, "TEST_SET")
-    trainer = ray.train.torch.TorchTrainer(
+        datasets["test"] = _split_dataset(cfg, columns, "TEST_SET")
+        eval_splits.append("test")
+    loop_config = {"config": config_tree, "source": cfg.source, "restore_path": restore_path,
+                   "eval_splits": eval_splits,
+                   "tensorboard_dir": os.path.join(run_dir, "tensorboard") if "://" not in storage else None}
+    log.info("Ray Train: %d worker(s)%s, run %s", ray_cfg.num_workers, " on GPU" if ray_cfg.use_gpu else "", run_dir)
+    return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=storage,
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer_cfg.keep_checkpoints)),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
     )
-    log.info("Ray Train: %d worker(s)%s, run %s", ray_cfg.num_workers, " on GPU" if ray_cfg.use_gpu else "", run_dir)
+
+
+def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Result:
+    """Train with Ray Train as `cfg` says; returns Ray Train's Result (metrics, checkpoint, path)."""
+    trainer = make_trainer(cfg, config_tree)
     try:
         return trainer.fit()
     except ray.train.TrainingFailedError as exc:

@@ -22,7 +22,12 @@ FREE_SECTIONS = ("model_cfg", "loss_cfg", "optimizer_cfg", "scheduler_cfg")
 
 @dataclass(frozen=True)
 class DataCfg:
-    """`data_cfg`: where the data set is and which inputs to use."""
+    """`data_cfg`: where the data set is and which inputs to use.
+
+    `val_ids` (ours): hold out the last N identities of TRAIN_SET (sorted) as a validation split,
+    evaluated at every `save_iter` and reported as `val/rank1` (what Tune optimizes); a partition
+    with a `VAL_SET` list uses that list instead.
+    """
 
     dataset_name: str = "CASIA-B"
     dataset_root: str = "your_path"
@@ -33,6 +38,7 @@ class DataCfg:
     test_dataset_name: str = ""
     data_in_use: list[bool] | None = None
     dataset_protocol: str | None = None
+    val_ids: int = 0
 
 
 @dataclass(frozen=True)

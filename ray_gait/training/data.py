@@ -46,6 +46,21 @@ def read_partition(path: str) -> dict[str, list[str]]:
     return {k: [str(i) for i in v] for k, v in data.items() if isinstance(v, list)}
 
 
+def split_ids(partition: dict[str, list[str]], val_ids: int = 0) -> dict[str, list[str]]:
+    """TRAIN / VAL / TEST identities: the partition's VAL_SET, else the last `val_ids` of TRAIN_SET (sorted)."""
+    train = sorted(set(partition["TRAIN_SET"]))
+    if "VAL_SET" in partition:
+        val = sorted(set(partition["VAL_SET"]))
+        train = [i for i in train if i not in set(val)]
+    elif val_ids > 0:
+        if val_ids >= len(train):
+            raise ValueError(f"data_cfg.val_ids {val_ids} leaves no training identity (TRAIN_SET has {len(train)})")
+        train, val = train[:-val_ids], train[-val_ids:]
+    else:
+        val = []
+    return {"TRAIN_SET": train, "VAL_SET": val, "TEST_SET": list(partition["TEST_SET"])}
+
+
 @dataclass
 class SequenceSet:
     """Sequences of one split held in memory: per sequence one array per input column."""

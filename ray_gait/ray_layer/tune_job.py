@@ -1,0 +1,279 @@
+"""`ray-gait tune`: Ray Tune over training keys (lr, ...) and heatmap keys (sigma, ...).
+
+Before any trial starts, every distinct heatmap config of the sweep is rendered once by the step-1
+job (and paired with silhouettes for SkeletonGait++) into a cache keyed by the config's hash; a
+rerun finds them there and renders nothing.  Each trial is a driver function that builds a Ray
+Train run (its own worker resources) on the data set of its heatmap config; the validation Rank-1
+it reports at every save_iter drives ASHA.  The sweep lives in `<storage>/<name>`: a rerun restores
+it (`Tuner.restore`) and finishes what was left.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.tune
+import yaml
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ray_gait.heatmap.config import load_heatmap_config
+from ray_gait.heatmap.preview import write_png
+from ray_gait.io import fs
+from ray_gait.io.dataset import write_json_atomic
+from ray_gait.ray_layer.heatmap_job import run_heatmap_job
+from ray_gait.ray_layer.link_job import run_link_job
+from ray_gait.ray_layer.session import ensure_ray
+from ray_gait.ray_layer.trainer import check_training_config, make_trainer
+from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
+from ray_gait.training.data import input_columns, read_partition, split_ids
+from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_plot, trials_table
+from ray_gait.tuning.space import SearchSpec, heatmap_configs, heatmap_overrides
+from ray_gait.yaml_config import apply_overrides
+
+log = logging.getLogger(__name__)
+
+TRIAL_DRIVER_MEMORY = 256 * 1024 ** 2
+SUMMARY = "sweep.json"
+BEST_CONFIG = "best_config.yaml"
+BEST_HEATMAP = "best_heatmap.yaml"
+PLOT = "rank1_vs_lr.png"
+
+
+@dataclass
+class RenderRecord:
+    """One heatmap config of the sweep: where its data set is, and whether this run rendered it."""
+
+    config_hash: str
+    overrides: dict[str, Any]
+    dataset: str
+    rendered_frames: int
+    paired: bool
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep produced."""
+
+    path: str
+    rows: list[TrialRow]
+    renders: list[RenderRecord]
+    best: TrialRow | None
+    table: str
+    best_config: str | None
+    plot: str | None
+    restored: bool
+    seconds: float
+
+
+class _MetricReport(TuneReportCallback):
+    """Forward to Tune only the reports that carry the sweep's metric (the validation points)."""
+
+    def __init__(self, metric: str) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        """Pass rank 0's report on when it holds the metric."""
+        if metrics and self.metric in metrics[0]:
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def _needs_silhouettes(cfg: TrainConfig) -> bool:
+    return "silhouette" in input_columns(cfg.model_cfg.get("model", ""), cfg.data_cfg.data_in_use)
+
+
+def prepare_datasets(spec: SearchSpec, cfg: TrainConfig, cache_root: str) -> list[RenderRecord]:
+    """Render (and pair) each distinct heatmap config of the sweep once; reuse what the cache holds."""
+    data = spec.data
+    records = []
+    for overrides, hcfg in heatmap_configs(spec):
+        key = hcfg.hash()
+        summary = run_heatmap_job(data.pose_data_path, cache_root, data.dataset_name, hcfg, ext_name=key)
+        log.info("heatmaps %s (%s): %s", key, overrides or "base config",
+                 f"rendered {summary.rendered_frames} frames" if summary.rendered_frames else "already in the cache")
+        dataset, paired = summary.output, False
+        if _needs_silhouettes(cfg):
+            if not data.silhouette_data_path:
+                raise ValueError(f"{cfg.model_cfg['model']} needs silhouettes: set data.silhouette_data_path "
+                                 "in the search space file")
+            linked = run_link_job(summary.output, data.silhouette_data_path, f"{summary.output}_paired")
+            dataset, paired = linked.output, not linked.up_to_date
+        records.append(RenderRecord(key, overrides, dataset, summary.rendered_frames, paired))
+    return records
+
+
+def run_trial(params: dict[str, Any], base_tree: dict[str, Any], source: str, spec: SearchSpec,
+              datasets: dict[str, str], train_storage: str) -> None:
+    """One trial (a Tune function trainable): a Ray Train run of the base config with these values."""
+    trial_id = ray.tune.get_context().get_trial_id()
+    values = {key: params[key] for key in spec.train_keys}
+    values["trainer_cfg.save_name"] = trial_id
+    if datasets:
+        path = spec.data.heatmap_cfg_path if spec.data else None
+        key = load_heatmap_config(path, heatmap_overrides(spec, params)).hash()
+        values["data_cfg.dataset_root"] = datasets[key]
+    tree = apply_overrides(base_tree, values)
+    cfg = config_from_tree(tree, source=source)
+    trainer = make_trainer(cfg, tree, storage=train_storage, callbacks=[_MetricReport(spec.metric)])
+    trainer.fit()
+
+
+def _distribution(value: dict[str, Any]) -> Any:
+    kind, args = next(iter(value.items()))
+    return getattr(ray.tune, kind)(args) if kind in ("grid_search", "choice") else getattr(ray.tune, kind)(*args)
+
+
+def _concurrency(spec: SearchSpec, cfg: TrainConfig) -> int:
+    if spec.max_concurrent_trials > 0:
+        return spec.max_concurrent_trials
+    ray_cfg = cfg.ray_cfg
+    resources = ray.cluster_resources()
+    per_worker = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
+    if ray_cfg.use_gpu:
+        per_worker.setdefault("GPU", 1)
+    fits = [resources.get(name, 0.0) // (amount * ray_cfg.num_workers)
+            for name, amount in per_worker.items() if amount > 0]
+    return max(1, int(min(fits))) if fits else 1
+
+
+def _rows(results: ray.tune.ResultGrid, spec: SearchSpec, total_iter: int,
+          datasets: dict[str, str]) -> list[TrialRow]:
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        values = [] if history is None or spec.metric not in history else [
+            float(v) for v in history[spec.metric].dropna()]
+        metrics = result.metrics or {}
+        iteration = int(metrics.get("iteration", 0) or 0)
+        if result.error is not None:
+            status = "error"
+        elif iteration >= total_iter:
+            status = "completed"
+        else:
+            status = "stopped early" if values else "not run"
+        pick = max if spec.mode == "max" else min
+        params = {key: result.config.get(key) for key in spec.space}
+        trial_id = str(metrics.get("trial_id") or os.path.basename(result.path or "?"))
+        rows.append(TrialRow(trial_id=trial_id, params=params, iteration=iteration,
+                             last=values[-1] if values else None, best=pick(values) if values else None,
+                             status=status))
+    rows.sort(key=lambda r: r.trial_id)
+    return rows
+
+
+def best_trial(rows: list[TrialRow], mode: str) -> TrialRow | None:
+    """The trial whose final metric is best among those that ran to the end (else among all scored)."""
+    completed = [r for r in rows if r.status == "completed" and r.last is not None]
+    pool = completed or [r for r in rows if r.best is not None]
+    if not pool:
+        return None
+    value = (lambda r: r.last) if completed else (lambda r: r.best)
+    return max(pool, key=value) if mode == "max" else min(pool, key=value)
+
+
+def _write_best(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any], best: TrialRow, out: str,
+                datasets: dict[str, str]) -> str:
+    path = spec.data.heatmap_cfg_path if spec.data else None
+    fixed: dict[str, Any] = {"trainer_cfg.save_name": f"{spec.name}_best",
+                             "data_cfg.dataset_partition": resolve_path(cfg, cfg.data_cfg.dataset_partition),
+                             "ray_cfg.storage_path": resolve_path(cfg, cfg.ray_cfg.storage_path),
+                             "data_cfg.dataset_root": resolve_path(cfg, cfg.data_cfg.dataset_root),
+                             "evaluator_cfg.save_name": f"{spec.name}_best"}
+    if cfg.data_cfg.dataset_protocol:
+        fixed["data_cfg.dataset_protocol"] = resolve_path(cfg, cfg.data_cfg.dataset_protocol)
+    if datasets:
+        hcfg = load_heatmap_config(path, heatmap_overrides(spec, best.params))
+        fixed["data_cfg.dataset_root"] = datasets[hcfg.hash()]
+        fs.write_bytes_atomic(fs.resolve(os.path.join(out, BEST_HEATMAP)),
+                              yaml.safe_dump(hcfg.to_dict(), sort_keys=False).encode("utf-8"))
+    tree = best_config_tree(base_tree, best.params, spec.train_keys, fixed)
+    header = (f"# Best trial {best.trial_id} of sweep {spec.name} ({spec.metric} {best.best:.2f}); "
+              f"train it with: ray-gait train --cfgs {os.path.join(out, BEST_CONFIG)}\n")
+    target = os.path.join(out, BEST_CONFIG)
+    fs.write_bytes_atomic(fs.resolve(target), (header + yaml.safe_dump(tree, sort_keys=False)).encode("utf-8"))
+    return target
+
+
+def _check_trial_configs(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any],
+                         datasets: dict[str, str]) -> None:
+    """Fail before any trial starts when the base config, or its values at a grid point, cannot train."""
+    grid = {key: next(iter(value.values())) for key, value in spec.space.items()
+            if next(iter(value)) in ("grid_search", "choice") and key in spec.train_keys}
+    values: dict[str, Any] = {key: options[0] for key, options in grid.items()}
+    if datasets:
+        values["data_cfg.dataset_root"] = next(iter(datasets.values()))
+    check_training_config(config_from_tree(apply_overrides(base_tree, values), source=cfg.source))
+
+
+def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> SweepSummary:
+    """Render what the sweep needs, run (or restore) the Tuner, and write the table, best config and plot."""
+    started = time.perf_counter()
+    if spec.metric.startswith("val/") and not split_ids(
+            read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)), cfg.data_cfg.val_ids)["VAL_SET"]:
+        raise ValueError(f"the sweep's metric {spec.metric} needs a validation split: set data_cfg.val_ids "
+                         "(identities held out of TRAIN_SET) or give the partition a VAL_SET")
+    ensure_ray()
+    storage = resolve_path(cfg, cfg.ray_cfg.storage_path)
+    storage = storage if "://" in storage else os.path.abspath(storage)
+    sweep_dir = os.path.join(storage, spec.name)
+    datasets: dict[str, str] = {}
+    renders: list[RenderRecord] = []
+    if spec.data is not None and spec.data.pose_data_path:
+        cache_root = spec.data.cache_root or os.path.join(storage, "heatmap_cache")
+        renders = prepare_datasets(spec, cfg, cache_root)
+        datasets = {r.config_hash: r.dataset for r in renders}
+    _check_trial_configs(spec, cfg, base_tree, datasets)
+    trainable = ray.tune.with_parameters(run_trial, base_tree=base_tree, source=cfg.source, spec=spec,
+                                         datasets=datasets, train_storage=os.path.join(sweep_dir, "trials"))
+    trainable = ray.tune.with_resources(trainable, {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
+    param_space = {key: _distribution(value) for key, value in spec.space.items()}
+    total_iter = cfg.trainer_cfg.total_iter
+    restored = ray.tune.Tuner.can_restore(sweep_dir)
+    if restored:
+        log.info("resuming the sweep in %s", sweep_dir)
+        tuner = ray.tune.Tuner.restore(sweep_dir, trainable, resume_errored=True, param_space=param_space)
+    else:
+        if spec.scheduler.type == "asha":
+            grace = spec.scheduler.grace_period or cfg.trainer_cfg.save_iter
+            scheduler = ASHAScheduler(time_attr="iteration", max_t=total_iter, grace_period=min(grace, total_iter),
+                                      reduction_factor=spec.scheduler.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+        concurrency = _concurrency(spec, cfg)
+        log.info("sweep %s: %d trial(s) at a time, %s, runs in %s", spec.name, concurrency, spec.scheduler.type,
+                 sweep_dir)
+        tuner = ray.tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=ray.tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                                            scheduler=scheduler, max_concurrent_trials=concurrency),
+            run_config=ray.tune.RunConfig(name=spec.name, storage_path=storage, verbose=1))
+    results = tuner.fit()
+    errors = [result.error for result in results if result.error is not None]
+    if errors:
+        log.warning("%d trial(s) failed; the first: %s", len(errors), " ".join(str(errors[0]).split())[-500:])
+    rows = _rows(results, spec, total_iter, datasets)
+    keys = list(spec.space)
+    table = trials_table(rows, keys, spec.metric)
+    best = best_trial(rows, spec.mode)
+    os.makedirs(sweep_dir, exist_ok=True)
+    best_path = _write_best(spec, cfg, base_tree, best, sweep_dir, datasets) if best else None
+    image = rank1_plot(rows, spec.train_keys, spec.heatmap_keys, spec.metric)
+    plot = None
+    if image is not None:
+        plot = os.path.join(sweep_dir, PLOT)
+        write_png(fs.resolve(plot), image)
+    summary = SweepSummary(path=sweep_dir, rows=rows, renders=renders, best=best, table=table,
+                           best_config=best_path, plot=plot, restored=restored,
+                           seconds=time.perf_counter() - started)
+    write_json_atomic(fs.resolve(os.path.join(sweep_dir, SUMMARY)), {
+        "name": spec.name, "metric": spec.metric, "mode": spec.mode, "restored": restored,
+        "trials": [r.__dict__ for r in rows], "best": best.__dict__ if best else None,
+        "renders": [r.__dict__ for r in renders], "best_config": best_path, "plot": plot,
+        "seconds": summary.seconds})
+    return summary

@@ -1,0 +1,169 @@
+"""The sweep file of `ray-gait tune --search SPACE.yaml`, typed; plain Python, no Ray.
+
+    name: lr_sigma                      # the sweep's folder under ray_cfg.storage_path; a rerun resumes it
+    metric: val/rank1                   # reported at every save_iter on the validation split
+    mode: max
+    num_samples: 1                      # samples per grid point
+    max_concurrent_trials: 0            # 0: as many as the cluster's CPUs / GPUs hold at once
+    scheduler: {type: asha, grace_period: 20, reduction_factor: 2}
+    space:
+      optimizer_cfg.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      heatmap_generator_args.sigma: {grid_search: [4.0, 8.0]}
+    data:                               # where trials' maps come from when heatmap keys are searched
+      pose_data_path: demo/data/pose
+      silhouette_data_path: demo/data/sil   # SkeletonGait++ only
+      dataset_name: synth
+
+A key of `space` whose first part is a section of the heatmap config (configs/heatmap.yaml) sets the
+maps a trial trains on; any other key is a training-config key.  Heatmap keys take finite values
+(`grid_search` or `choice`): every distinct heatmap config is rendered once, before the trials start.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ray_gait.heatmap.config import HeatmapConfig, load_heatmap_config
+from ray_gait.yaml_config import ConfigError, build_dataclass, read_yaml
+
+DEFAULT_SEARCH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "tune", "lr_sigma.yaml")
+HEATMAP_SECTIONS = ("coco18tococo17_args", "padkeypoints_args", "norm_args", "heatmap_generator_args", "align_args")
+DISTRIBUTIONS = {"grid_search": None, "choice": None, "uniform": 2, "loguniform": 2, "quniform": 3,
+                 "qloguniform": 3, "randint": 2, "lograndint": 2, "randn": 2}
+FINITE = ("grid_search", "choice")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """`scheduler`: ASHA early stopping (`asha`) or none (`fifo`); times are training iterations."""
+
+    type: str = "asha"
+    grace_period: int = 0
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """`data`: the pose (and silhouette) source that searched heatmap configs are rendered from."""
+
+    pose_data_path: str = ""
+    silhouette_data_path: str = ""
+    dataset_name: str = "dataset"
+    heatmap_cfg_path: str | None = None
+    cache_root: str = ""
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A whole sweep file."""
+
+    space: dict
+    name: str = "sweep"
+    metric: str = "val/rank1"
+    mode: str = "max"
+    num_samples: int = 1
+    max_concurrent_trials: int = 0
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    data: DataSpec | None = None
+    source: str = ""
+
+    @property
+    def heatmap_keys(self) -> list[str]:
+        """Searched keys that belong to the heatmap config."""
+        return [key for key in self.space if is_heatmap_key(key)]
+
+    @property
+    def train_keys(self) -> list[str]:
+        """Searched keys that belong to the training config."""
+        return [key for key in self.space if not is_heatmap_key(key)]
+
+
+def is_heatmap_key(key: str) -> bool:
+    """Whether a dotted key names a heatmap-config option."""
+    return key.split(".", 1)[0] in HEATMAP_SECTIONS
+
+
+def _check_distribution(key: str, value: Any) -> tuple[str, Any]:
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise ConfigError(f"space.{key}: expected one distribution, e.g. {{grid_search: [...]}} or "
+                          f"{{loguniform: [low, high]}}; found {value!r}")
+    kind, args = next(iter(value.items()))
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"space.{key}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"space.{key}.{kind}: expected a non-empty list, found {args!r}")
+    arity = DISTRIBUTIONS[kind]
+    if arity is not None and len(args) != arity:
+        raise ConfigError(f"space.{key}.{kind}: expected {arity} numbers, found {args!r}")
+    if arity is not None and not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ConfigError(f"space.{key}.{kind}: expected numbers, found {args!r}")
+    if kind in ("loguniform", "qloguniform", "lograndint") and min(args[:2]) <= 0:
+        raise ConfigError(f"space.{key}.{kind}: bounds must be > 0, found {args!r}")
+    if is_heatmap_key(key) and kind not in FINITE:
+        raise ConfigError(f"space.{key}: heatmap keys need grid_search or choice (each value is rendered once "
+                          f"before the trials start), found {kind}")
+    return kind, args
+
+
+def search_spec_from_dict(tree: Mapping[str, Any], source: str = "") -> SearchSpec:
+    """Type and check a sweep tree: unknown keys, distributions, heatmap keys and their data source."""
+    if "space" not in tree or not isinstance(tree["space"], Mapping) or not tree["space"]:
+        raise ConfigError(f"{source or 'search space'}: `space` must map config keys to distributions")
+    try:
+        spec = build_dataclass(SearchSpec, dict(tree, source=source))
+        for key, value in spec.space.items():
+            _check_distribution(key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{source or 'search space'}: {exc}") from None
+    if spec.mode not in ("max", "min"):
+        raise ConfigError(f"{source}: mode must be max or min, found {spec.mode!r}")
+    if spec.scheduler.type not in ("asha", "fifo"):
+        raise ConfigError(f"{source}: scheduler.type must be asha or fifo, found {spec.scheduler.type!r}")
+    if spec.num_samples < 1:
+        raise ConfigError(f"{source}: num_samples must be >= 1")
+    if spec.heatmap_keys and (spec.data is None or not spec.data.pose_data_path):
+        raise ConfigError(f"{source}: searching {', '.join(spec.heatmap_keys)} needs data.pose_data_path "
+                          "(the poses each heatmap config is rendered from)")
+    heatmap_configs(spec)
+    return spec
+
+
+def load_search_spec(path: str) -> SearchSpec:
+    """Read and check a sweep file."""
+    spec = search_spec_from_dict(read_yaml(path), source=path)
+    if spec.data is None:
+        return spec
+    base = os.path.dirname(os.path.abspath(path))
+
+    def local(value: str) -> str:
+        if not value or "://" in value or os.path.isabs(value):
+            return value
+        candidate = os.path.normpath(os.path.join(base, value))
+        return candidate if os.path.exists(candidate) else os.path.abspath(value)
+
+    data = spec.data
+    fixed = DataSpec(pose_data_path=local(data.pose_data_path), silhouette_data_path=local(data.silhouette_data_path),
+                     dataset_name=data.dataset_name,
+                     heatmap_cfg_path=local(data.heatmap_cfg_path) if data.heatmap_cfg_path else None,
+                     cache_root=local(data.cache_root))
+    return SearchSpec(**{**spec.__dict__, "data": fixed})
+
+
+def heatmap_overrides(spec: SearchSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The heatmap-config overrides of one trial's parameters."""
+    return {key: params[key] for key in spec.heatmap_keys}
+
+
+def heatmap_configs(spec: SearchSpec) -> list[tuple[dict[str, Any], HeatmapConfig]]:
+    """Every distinct heatmap config the sweep can ask for (overrides, config), each once."""
+    path = spec.data.heatmap_cfg_path if spec.data else None
+    keys = spec.heatmap_keys
+    choices = [next(iter(spec.space[key].values())) for key in keys]
+    seen: dict[str, tuple[dict[str, Any], HeatmapConfig]] = {}
+    for values in itertools.product(*choices):
+        overrides = dict(zip(keys, values))
+        config = load_heatmap_config(path, overrides)
+        seen.setdefault(config.hash(), (overrides, config))
+    return list(seen.values())

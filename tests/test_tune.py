@@ -1,0 +1,183 @@
+"""Ray Tune sweeps: the sweep file, the report, and a real small sweep on CPU (4 trials, 2 sigmas)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_plot, trials_table
+from ray_gait.tuning.space import heatmap_configs, search_spec_from_dict
+from ray_gait.yaml_config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait++_synth.yaml"
+SPACE = {"optimizer_cfg.lr": {"grid_search": [0.0005, 0.002]},
+         "heatmap_generator_args.sigma": {"grid_search": [4.0, 8.0]}}
+
+
+def _spec(**tree):
+    return search_spec_from_dict({"space": SPACE, "data": {"pose_data_path": "p"}, **tree}, source="space.yaml")
+
+
+def test_search_space_splits_heatmap_and_training_keys():
+    spec = _spec()
+    assert spec.heatmap_keys == ["heatmap_generator_args.sigma"] and spec.train_keys == ["optimizer_cfg.lr"]
+    configs = heatmap_configs(spec)
+    assert [c.sigma for _, c in configs] == [4.0, 8.0]
+    assert len({c.hash() for _, c in configs}) == 2
+
+
+def test_equal_heatmap_configs_are_rendered_once():
+    spec = search_spec_from_dict({"space": {"heatmap_generator_args.sigma": {"choice": [8.0, 8, 4.0]},
+                                            "norm_args.heatmap_image_height": {"grid_search": [128]}},
+                                  "data": {"pose_data_path": "p"}})
+    assert sorted(c.sigma for _, c in heatmap_configs(spec)) == [4.0, 8.0]
+
+
+@pytest.mark.parametrize("tree, message", [
+    ({"space": SPACE, "data": {"pose_data_path": "p"}, "metrik": "x"}, "unknown key(s) metrik"),
+    ({"space": {"heatmap_generator_args.sigma": {"uniform": [2, 8]}}, "data": {"pose_data_path": "p"}},
+     "need grid_search or choice"),
+    ({"space": SPACE}, "needs data.pose_data_path"),
+    ({"space": {"optimizer_cfg.lr": {"loguniform": [0, 1]}}}, "bounds must be > 0"),
+    ({"space": {"optimizer_cfg.lr": {"normal": [0, 1]}}}, "unknown distribution 'normal'"),
+    ({"space": {"optimizer_cfg.lr": {"uniform": [1]}}}, "expected 2 numbers"),
+    ({"space": {"optimizer_cfg.lr": 0.1}}, "expected one distribution"),
+    ({"space": {}}, "`space` must map"),
+    ({"space": {"heatmap_generator_args.sigma": {"grid_search": [-1.0]}}, "data": {"pose_data_path": "p"}},
+     "sigma must be > 0"),
+    ({"space": SPACE, "data": {"pose_data_path": "p"}, "mode": "best"}, "mode must be max or min"),
+])
+def test_bad_search_spaces_are_rejected_with_the_key(tree, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        search_spec_from_dict(tree, source="space.yaml")
+
+
+def test_report_table_best_config_and_plot():
+    rows = [TrialRow("a", {"optimizer_cfg.lr": 1e-3, "heatmap_generator_args.sigma": 4.0}, 6, 50.0, 55.0, "completed"),
+            TrialRow("b", {"optimizer_cfg.lr": 1e-2, "heatmap_generator_args.sigma": 4.0}, 2, 20.0, 20.0,
+                     "stopped early"),
+            TrialRow("c", {"optimizer_cfg.lr": 1e-3, "heatmap_generator_args.sigma": 8.0}, 6, 60.0, 60.0, "completed")]
+    table = trials_table(rows, ["optimizer_cfg.lr", "heatmap_generator_args.sigma"], "val/rank1")
+    assert table.splitlines()[0].split()[:3] == ["trial", "optimizer_cfg.lr", "heatmap_generator_args.sigma"]
+    assert "stopped early" in table and "60.00" in table
+    tree = best_config_tree({"optimizer_cfg": {"lr": 0.1, "solver": "Adam"}}, rows[2].params, ["optimizer_cfg.lr"],
+                            {"data_cfg.dataset_root": "/maps"})
+    assert tree == {"optimizer_cfg": {"lr": 1e-3, "solver": "Adam"}, "data_cfg": {"dataset_root": "/maps"}}
+    image = rank1_plot(rows, ["optimizer_cfg.lr"], ["heatmap_generator_args.sigma"], "val/rank1")
+    assert image.ndim == 3 and image.shape[2] == 3 and (image < 250).any()
+
+
+def test_best_trial_prefers_trials_that_ran_to_the_end():
+    from ray_gait.ray_layer.tune_job import best_trial
+    rows = [TrialRow("a", {}, 2, 90.0, 90.0, "stopped early"), TrialRow("b", {}, 6, 70.0, 75.0, "completed"),
+            TrialRow("c", {}, 6, 72.0, 72.0, "completed")]
+    assert best_trial(rows, "max").trial_id == "c"
+    assert best_trial(rows, "min").trial_id == "b"
+    assert best_trial([TrialRow("x", {}, 0, None, None, "error")], "max") is None
+
+
+@pytest.fixture(scope="module")
+def tune_data(ray_session, tmp_path_factory):
+    from ray_gait.cli import main
+    root = tmp_path_factory.mktemp("tune")
+    assert main(["synth", "--out", str(root / "data"), "--ids", "10", "--train-ids", "7", "--views", "0,90",
+                 "--frames", "16:24", "--no-preview"]) == 0
+    return root
+
+
+def _sweep_args(root: Path, space: Path) -> list[str]:
+    values = {"data_cfg.dataset_partition": str(root / "data" / "partition.json"), "data_cfg.val_ids": 3,
+              "ray_cfg.storage_path": str(root / "runs"), "ray_cfg.num_workers": 1,
+              "model_cfg.Backbone.C": 0.5, "model_cfg.SeparateBNNecks.class_num": 4,
+              "trainer_cfg.sampler.batch_size": [2, 2], "trainer_cfg.sampler.frames_num_fixed": 8,
+              "trainer_cfg.total_iter": 6, "trainer_cfg.save_iter": 2, "trainer_cfg.log_iter": 2,
+              "trainer_cfg.warmup_iter": 0, "trainer_cfg.enable_float16": False}
+    args = ["tune", "--cfgs", str(CONFIG), "--search", str(space)]
+    for key, value in values.items():
+        args += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return args
+
+
+def _kill_when_a_trial_has_saved(args: list[str], runs: Path, address: str, timeout: float = 400.0) -> None:
+    """Run `ray-gait tune` in its own process on the tests' Ray and SIGKILL it once a trial has saved."""
+    env = dict(os.environ, RAY_ADDRESS=address)
+    process = subprocess.Popen([sys.executable, "-m", "ray_gait.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not list(runs.glob("small/trials/*/checkpoint_*/state.pt")):
+            assert process.poll() is None, f"the sweep ended ({process.returncode}) before it could be killed"
+            assert time.monotonic() < deadline, "no trial saved a checkpoint in time"
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+
+
+def test_a_real_sweep_killed_and_rerun_renders_each_sigma_once(ray_session, tune_data, capsys):
+    """4 trials (2 lr x 2 sigma) of a small SkeletonGait++ with ASHA on the validation Rank-1: the sweep is
+    killed for real after its first checkpoint, then rerun, which restores it and finishes every trial."""
+    from ray_gait.cli import main
+    from ray_gait.training.config import config_from_tree
+    from ray_gait.ray_layer.trainer import check_training_config
+    root = tune_data
+    space = root / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "small", "metric": "val/rank1", "mode": "max",
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2}, "space": SPACE,
+        "data": {"pose_data_path": "data/pose", "silhouette_data_path": "data/sil", "dataset_name": "synth"}}))
+    _kill_when_a_trial_has_saved(_sweep_args(root, space), root / "runs", ray_session)
+    assert not (root / "runs" / "small" / "sweep.json").exists()
+    # each sigma was rendered (and paired) exactly once, into its own hash-keyed folder, before any trial
+    cache = root / "runs" / "heatmap_cache"
+    assert sorted(p.name.split("_")[2] for p in cache.iterdir() if not p.name.endswith("_paired")) == ["4.0", "8.0"]
+    assert main(_sweep_args(root, space)) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((root / "runs" / "small" / "sweep.json").read_text())
+    assert summary["restored"], out
+    assert len(summary["renders"]) == 2
+    assert all(r["rendered_frames"] == 0 and not r["paired"] for r in summary["renders"]), summary["renders"]
+    trials = summary["trials"]
+    assert len(trials) == 4 and all(t["best"] is not None for t in trials), out
+    assert {(t["params"]["optimizer_cfg.lr"], t["params"]["heatmap_generator_args.sigma"]) for t in trials} == {
+        (0.0005, 4.0), (0.0005, 8.0), (0.002, 4.0), (0.002, 8.0)}
+    assert all(t["iteration"] in (2, 4, 6) for t in trials)
+    assert any(t["status"] == "completed" for t in trials)
+    assert 0.0 <= min(t["best"] for t in trials) and max(t["best"] for t in trials) <= 100.0
+    assert "val/rank1 (last)" in out and "best:" in out
+    best = yaml.safe_load((root / "runs" / "small" / "best_config.yaml").read_text())
+    cfg = config_from_tree(best, source=str(root / "runs" / "small" / "best_config.yaml"))
+    assert cfg.optimizer_cfg["lr"] == summary["best"]["params"]["optimizer_cfg.lr"]
+    assert f"sigma_{summary['best']['params']['heatmap_generator_args.sigma']}_" in cfg.data_cfg.dataset_root
+    check_training_config(cfg)
+    image = cv2.imread(str(root / "runs" / "small" / "rank1_vs_lr.png"))
+    assert image is not None and image.shape[0] > 100
+
+
+def test_a_validation_metric_needs_a_validation_split(tmp_path):
+    from ray_gait.ray_layer.tune_job import run_sweep
+    from ray_gait.training.config import config_from_tree
+    from ray_gait.yaml_config import read_yaml
+    (tmp_path / "partition.json").write_text(json.dumps({"TRAIN_SET": ["1", "2"], "TEST_SET": ["3"]}))
+    tree = dict(read_yaml(str(CONFIG)), data_cfg={"dataset_partition": str(tmp_path / "partition.json")})
+    with pytest.raises(ValueError, match="set data_cfg.val_ids"):
+        run_sweep(_spec(), config_from_tree(tree, str(CONFIG)), tree)
+
+
+def test_split_ids_holds_out_the_last_training_ids():
+    from ray_gait.training.data import split_ids
+    part = {"TRAIN_SET": ["3", "1", "2", "4"], "TEST_SET": ["9"]}
+    assert split_ids(part, 1) == {"TRAIN_SET": ["1", "2", "3"], "VAL_SET": ["4"], "TEST_SET": ["9"]}
+    assert split_ids(part)["VAL_SET"] == []
+    assert split_ids(dict(part, VAL_SET=["2"]), 3)["TRAIN_SET"] == ["1", "3", "4"]
+    with pytest.raises(ValueError, match="leaves no training identity"):
+        split_ids(part, 4)
