@@ -5,7 +5,7 @@ SkeletonGait++ and SkeletonGait (maps only) on Ray Train, evaluates both with `e
 and evaluates a hand-made pose baseline (normalized joint statistics, nearest neighbour) with the
 same code on the same split.
 
-    python benchmarks/accuracy.py --out bench-accuracy [--iters-pp 400] [--iters-sg 400]
+    python benchmarks/accuracy.py --out bench-accuracy [--iters-pp 400] [--iters-sg 400] [--set key=value ...]
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ray_gait.io.safe_pickle import loads_arrays  # noqa: E402
 from ray_gait.ray_layer.demo import run_demo  # noqa: E402
 from ray_gait.synth.baseline import pose_features  # noqa: E402
 from ray_gait.training.config import CONFIG_DIR  # noqa: E402
+from ray_gait.yaml_config import parse_override  # noqa: E402
 
 
 def baseline(data_dir: str) -> dict:
@@ -53,7 +54,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench-accuracy")
     parser.add_argument("--iters-pp", type=int, default=400, help="SkeletonGait++ iterations")
     parser.add_argument("--iters-sg", type=int, default=400, help="SkeletonGait iterations")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help="override a training config key of both models (repeatable)")
     args = parser.parse_args()
+    extra = dict(parse_override(item) for item in args.set)
     rows = {}
     times = {}
     for name, cfg, iters in (("SkeletonGait++", "skeletongait++_synth.yaml", args.iters_pp),
@@ -62,7 +66,7 @@ def main() -> None:
             continue
         started = time.perf_counter()
         result = run_demo(args.out, ids=60, total_iter=iters, config=os.path.join(CONFIG_DIR, "skeletongait", cfg),
-                          overrides={"evaluator_cfg.enable_float16": False})
+                          overrides={"evaluator_cfg.enable_float16": False, **extra})
         times[name] = time.perf_counter() - started
         rows[name] = result["metrics"]
     rows["pose baseline"] = baseline(os.path.join(args.out, "data"))

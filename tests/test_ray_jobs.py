@@ -53,7 +53,11 @@ def head_node():
     log = open(os.path.join(tmp, "ray_start.log"), "wb")
     process = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", f"--port={port}",
                                 "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--temp-dir={tmp}",
-                                "--include-dashboard=true", "--disable-usage-stats"],
+                                "--include-dashboard=true", "--disable-usage-stats",
+                                # the tests' own Ray holds the default agent ports: take free ones
+                                *(f"--{flag}={_free_port()}" for flag in (
+                                    "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                                    "runtime-env-agent-port", "ray-client-server-port"))],
                                env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{dashboard}"
     try:
