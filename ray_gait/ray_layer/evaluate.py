@@ -28,9 +28,9 @@ from ray_gait.io import fs
 from ray_gait.io.dataset import decode_heatmap, decode_silhouette, write_json_atomic
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.ray_layer.trainer import dataset_columns
+from ray_gait.ray_layer.trainer import dataset_columns, partition_splits
 from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
-from ray_gait.training.data import input_columns, read_partition
+from ray_gait.training.data import input_columns
 from ray_gait.training.loop import autocast_dtype
 from ray_gait.training.state import saved_checkpoints
 
@@ -144,7 +144,7 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
     weights = find_checkpoint(cfg, checkpoint)
     columns = dataset_columns(cfg)
     protocol_fn = get_protocol(cfg.evaluator_cfg.eval_func)
-    test_ids = set(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition))["TEST_SET"])
+    test_ids = set(partition_splits(cfg)["TEST_SET"])
     ensure_ray()
     root = fs.resolve(resolve_path(cfg, cfg.data_cfg.dataset_root)).uri
     ds = ray.data.read_parquet(root).select_columns(columns).filter(lambda r: str(r["id"]) in test_ids).materialize()

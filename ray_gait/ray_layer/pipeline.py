@@ -17,10 +17,10 @@ from ray_gait.ray_layer.heatmap_job import run_heatmap_job
 from ray_gait.ray_layer.link_job import run_link_job
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.ray_layer.synth_job import run_synth_job
-from ray_gait.ray_layer.trainer import run_training
+from ray_gait.ray_layer.trainer import partition_splits, run_training
 from ray_gait.synth import SynthConfig
 from ray_gait.training.config import config_from_tree
-from ray_gait.training.data import input_columns, read_partition, split_ids
+from ray_gait.training.data import needs_silhouettes
 from ray_gait.yaml_config import apply_overrides, read_yaml
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def run_pipeline(out: str, config: str, inputs: PipelineInputs, overrides: dict[
     ensure_ray()
     tree = read_yaml(config)
     model = tree.get("model_cfg", {}).get("model", "")
-    wants_silhouettes = "silhouette" in input_columns(model, tree.get("data_cfg", {}).get("data_in_use"))
+    wants_silhouettes = needs_silhouettes(model, tree.get("data_cfg", {}).get("data_in_use"))
 
     def stage(n: int, text: str) -> None:
         log.info("[pipeline %d/%d, %.0f s] %s", n, STEPS, time.perf_counter() - started, text)
@@ -84,16 +84,16 @@ def run_pipeline(out: str, config: str, inputs: PipelineInputs, overrides: dict[
                               "ray_cfg.storage_path": os.path.join(out, "runs")}
     if protocol:
         values["data_cfg.dataset_protocol"] = protocol
-    if inputs.synth is not None and inputs.pose_data_path is None:
-        val_ids = int((overrides or {}).get("data_cfg.val_ids", tree.get("data_cfg", {}).get("val_ids", 0)) or 0)
-        train_ids = split_ids(read_partition(partition), val_ids)["TRAIN_SET"]
-        values["model_cfg.SeparateBNNecks.class_num"] = len(train_ids)
     if total_iter:
         values["trainer_cfg.total_iter"] = total_iter
         values["evaluator_cfg.restore_hint"] = total_iter
     values.update(overrides or {})
     tree = apply_overrides(tree, values)
     cfg = config_from_tree(tree, source=config)
+    class_num = "model_cfg.SeparateBNNecks.class_num"
+    if inputs.synth is not None and inputs.pose_data_path is None and class_num not in (overrides or {}):
+        tree = apply_overrides(tree, {class_num: len(partition_splits(cfg)["TRAIN_SET"])})
+        cfg = config_from_tree(tree, source=config)
     result = run_training(cfg, tree)
     stage(5, "evaluation")
     run_dir = os.path.join(out, "runs", cfg.trainer_cfg.save_name)

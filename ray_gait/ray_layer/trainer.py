@@ -204,11 +204,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         writer.close()
 
 
+def partition_splits(cfg: TrainConfig) -> dict[str, list[str]]:
+    """TRAIN_SET / VAL_SET / TEST_SET identities of the configured partition and `data_cfg.val_ids`."""
+    return split_ids(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)), cfg.data_cfg.val_ids)
+
+
 def _split_dataset(cfg: TrainConfig, columns: list[str], split: str) -> ray.data.Dataset:
     """The rows of one split (TRAIN_SET, VAL_SET or TEST_SET), read once into the object store."""
     root = resolve_path(cfg, cfg.data_cfg.dataset_root)
-    ids = set(split_ids(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)),
-                        cfg.data_cfg.val_ids)[split])
+    ids = set(partition_splits(cfg)[split])
     ds = ray.data.read_parquet(fs.resolve(root).uri).select_columns(columns)
     # Read once, on the driver's side, into the object store: every worker then iterates these
     # blocks without scheduling read tasks (which would wait forever for the CPUs the training
@@ -245,7 +249,7 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     resources = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
     datasets = {"train": _split_dataset(cfg, columns, "TRAIN_SET")}
     eval_splits = []
-    if split_ids(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)), cfg.data_cfg.val_ids)["VAL_SET"]:
+    if partition_splits(cfg)["VAL_SET"]:
         datasets["val"] = _split_dataset(cfg, columns, "VAL_SET")
         eval_splits.append("val")
     if cfg.trainer_cfg.with_test:

@@ -9,7 +9,6 @@ it (`Tuner.restore`) and finishes what was left.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,18 +21,17 @@ import yaml
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from ray_gait.heatmap.config import load_heatmap_config
 from ray_gait.heatmap.preview import write_png
 from ray_gait.io import fs
 from ray_gait.io.dataset import write_json_atomic
 from ray_gait.ray_layer.heatmap_job import run_heatmap_job
 from ray_gait.ray_layer.link_job import run_link_job
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.ray_layer.trainer import check_training_config, make_trainer
+from ray_gait.ray_layer.trainer import check_training_config, make_trainer, partition_splits
 from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
-from ray_gait.training.data import input_columns, read_partition, split_ids
+from ray_gait.training.data import needs_silhouettes
 from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_plot, trials_table
-from ray_gait.tuning.space import SearchSpec, heatmap_configs, heatmap_overrides
+from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_heatmap_config
 from ray_gait.yaml_config import apply_overrides
 
 log = logging.getLogger(__name__)
@@ -84,10 +82,6 @@ class _MetricReport(TuneReportCallback):
             super().after_report(run_context, metrics, checkpoint)
 
 
-def _needs_silhouettes(cfg: TrainConfig) -> bool:
-    return "silhouette" in input_columns(cfg.model_cfg.get("model", ""), cfg.data_cfg.data_in_use)
-
-
 def prepare_datasets(spec: SearchSpec, cfg: TrainConfig, cache_root: str) -> list[RenderRecord]:
     """Render (and pair) each distinct heatmap config of the sweep once; reuse what the cache holds."""
     data = spec.data
@@ -98,7 +92,7 @@ def prepare_datasets(spec: SearchSpec, cfg: TrainConfig, cache_root: str) -> lis
         log.info("heatmaps %s (%s): %s", key, overrides or "base config",
                  f"rendered {summary.rendered_frames} frames" if summary.rendered_frames else "already in the cache")
         dataset, paired = summary.output, False
-        if _needs_silhouettes(cfg):
+        if needs_silhouettes(cfg.model_cfg.get("model", ""), cfg.data_cfg.data_in_use):
             if not data.silhouette_data_path:
                 raise ValueError(f"{cfg.model_cfg['model']} needs silhouettes: set data.silhouette_data_path "
                                  "in the search space file")
@@ -115,9 +109,7 @@ def run_trial(params: dict[str, Any], base_tree: dict[str, Any], source: str, sp
     values = {key: params[key] for key in spec.train_keys}
     values["trainer_cfg.save_name"] = trial_id
     if datasets:
-        path = spec.data.heatmap_cfg_path if spec.data else None
-        key = load_heatmap_config(path, heatmap_overrides(spec, params)).hash()
-        values["data_cfg.dataset_root"] = datasets[key]
+        values["data_cfg.dataset_root"] = datasets[trial_heatmap_config(spec, params).hash()]
     tree = apply_overrides(base_tree, values)
     cfg = config_from_tree(tree, source=source)
     trainer = make_trainer(cfg, tree, storage=train_storage, callbacks=[_MetricReport(spec.metric)])
@@ -142,8 +134,8 @@ def _concurrency(spec: SearchSpec, cfg: TrainConfig) -> int:
     return max(1, int(min(fits))) if fits else 1
 
 
-def _rows(results: ray.tune.ResultGrid, spec: SearchSpec, total_iter: int,
-          datasets: dict[str, str]) -> list[TrialRow]:
+def _rows(results: ray.tune.ResultGrid, spec: SearchSpec, total_iter: int) -> list[TrialRow]:
+    pick = max if spec.mode == "max" else min
     rows = []
     for result in results:
         history = result.metrics_dataframe
@@ -157,7 +149,6 @@ def _rows(results: ray.tune.ResultGrid, spec: SearchSpec, total_iter: int,
             status = "completed"
         else:
             status = "stopped early" if values else "not run"
-        pick = max if spec.mode == "max" else min
         params = {key: result.config.get(key) for key in spec.space}
         trial_id = str(metrics.get("trial_id") or os.path.basename(result.path or "?"))
         rows.append(TrialRow(trial_id=trial_id, params=params, iteration=iteration,
@@ -179,7 +170,6 @@ def best_trial(rows: list[TrialRow], mode: str) -> TrialRow | None:
 
 def _write_best(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any], best: TrialRow, out: str,
                 datasets: dict[str, str]) -> str:
-    path = spec.data.heatmap_cfg_path if spec.data else None
     fixed: dict[str, Any] = {"trainer_cfg.save_name": f"{spec.name}_best",
                              "data_cfg.dataset_partition": resolve_path(cfg, cfg.data_cfg.dataset_partition),
                              "ray_cfg.storage_path": resolve_path(cfg, cfg.ray_cfg.storage_path),
@@ -188,7 +178,7 @@ def _write_best(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any], b
     if cfg.data_cfg.dataset_protocol:
         fixed["data_cfg.dataset_protocol"] = resolve_path(cfg, cfg.data_cfg.dataset_protocol)
     if datasets:
-        hcfg = load_heatmap_config(path, heatmap_overrides(spec, best.params))
+        hcfg = trial_heatmap_config(spec, best.params)
         fixed["data_cfg.dataset_root"] = datasets[hcfg.hash()]
         fs.write_bytes_atomic(fs.resolve(os.path.join(out, BEST_HEATMAP)),
                               yaml.safe_dump(hcfg.to_dict(), sort_keys=False).encode("utf-8"))
@@ -214,8 +204,7 @@ def _check_trial_configs(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str
 def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> SweepSummary:
     """Render what the sweep needs, run (or restore) the Tuner, and write the table, best config and plot."""
     started = time.perf_counter()
-    if spec.metric.startswith("val/") and not split_ids(
-            read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)), cfg.data_cfg.val_ids)["VAL_SET"]:
+    if spec.metric.startswith("val/") and not partition_splits(cfg)["VAL_SET"]:
         raise ValueError(f"the sweep's metric {spec.metric} needs a validation split: set data_cfg.val_ids "
                          "(identities held out of TRAIN_SET) or give the partition a VAL_SET")
     ensure_ray()
@@ -257,7 +246,7 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
     errors = [result.error for result in results if result.error is not None]
     if errors:
         log.warning("%d trial(s) failed; the first: %s", len(errors), " ".join(str(errors[0]).split())[-500:])
-    rows = _rows(results, spec, total_iter, datasets)
+    rows = _rows(results, spec, total_iter)
     keys = list(spec.space)
     table = trials_table(rows, keys, spec.metric)
     best = best_trial(rows, spec.mode)

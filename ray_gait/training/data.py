@@ -37,6 +37,11 @@ def input_columns(model_name: str, data_in_use: Sequence[bool] | None) -> tuple[
     return wanted
 
 
+def needs_silhouettes(model_name: str, data_in_use: Sequence[bool] | None) -> bool:
+    """Whether the model reads the silhouette column (SkeletonGait++), i.e. its data set must be paired."""
+    return "silhouette" in input_columns(model_name, data_in_use)
+
+
 def read_partition(path: str) -> dict[str, list[str]]:
     """OpenGait's partition JSON {"TRAIN_SET": [...], "TEST_SET": [...]}, ids as strings."""
     data = json.loads(fs.read_bytes(fs.resolve(path)).decode("utf-8"))

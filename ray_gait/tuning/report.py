@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -25,8 +25,6 @@ class TrialRow:
     last: float | None
     best: float | None
     status: str
-    dataset: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _format(value: Any) -> str:

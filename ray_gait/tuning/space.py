@@ -20,6 +20,7 @@ maps a trial trains on; any other key is a training-config key.  Heatmap keys ta
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -144,26 +145,26 @@ def load_search_spec(path: str) -> SearchSpec:
         return candidate if os.path.exists(candidate) else os.path.abspath(value)
 
     data = spec.data
-    fixed = DataSpec(pose_data_path=local(data.pose_data_path), silhouette_data_path=local(data.silhouette_data_path),
-                     dataset_name=data.dataset_name,
-                     heatmap_cfg_path=local(data.heatmap_cfg_path) if data.heatmap_cfg_path else None,
-                     cache_root=local(data.cache_root))
-    return SearchSpec(**{**spec.__dict__, "data": fixed})
+    fixed = dataclasses.replace(data, pose_data_path=local(data.pose_data_path),
+                                silhouette_data_path=local(data.silhouette_data_path),
+                                heatmap_cfg_path=local(data.heatmap_cfg_path) if data.heatmap_cfg_path else None,
+                                cache_root=local(data.cache_root))
+    return dataclasses.replace(spec, data=fixed)
 
 
-def heatmap_overrides(spec: SearchSpec, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The heatmap-config overrides of one trial's parameters."""
-    return {key: params[key] for key in spec.heatmap_keys}
+def trial_heatmap_config(spec: SearchSpec, params: Mapping[str, Any]) -> HeatmapConfig:
+    """The heatmap config a trial with these parameter values trains on."""
+    path = spec.data.heatmap_cfg_path if spec.data else None
+    return load_heatmap_config(path, {key: params[key] for key in spec.heatmap_keys})
 
 
 def heatmap_configs(spec: SearchSpec) -> list[tuple[dict[str, Any], HeatmapConfig]]:
     """Every distinct heatmap config the sweep can ask for (overrides, config), each once."""
-    path = spec.data.heatmap_cfg_path if spec.data else None
     keys = spec.heatmap_keys
     choices = [next(iter(spec.space[key].values())) for key in keys]
     seen: dict[str, tuple[dict[str, Any], HeatmapConfig]] = {}
     for values in itertools.product(*choices):
         overrides = dict(zip(keys, values))
-        config = load_heatmap_config(path, overrides)
+        config = trial_heatmap_config(spec, overrides)
         seen.setdefault(config.hash(), (overrides, config))
     return list(seen.values())
