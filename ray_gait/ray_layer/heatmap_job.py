@@ -15,9 +15,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-import ray
-import ray.data
-
 from ray_gait.heatmap.config import HeatmapConfig
 from ray_gait.heatmap.preview import preview_sheet, write_png
 from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, JobSettings, load_shard_record, plan_shards,
@@ -27,6 +24,7 @@ from ray_gait.io.safe_pickle import loads_arrays
 from ray_gait.io.dataset import ERRORS, MANIFEST, read_dataset, read_json, write_json_atomic
 from ray_gait.pose.io import is_pose_dataset, list_pose_files, pose_dataset_index
 from ray_gait.ray_layer.session import ensure_ray
+from ray_gait.ray_layer.shard_map import map_shards
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +128,8 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     new_frames = 0
     if todo:
         ensure_ray()
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        compute = ray.data.TaskPoolStrategy(size=workers) if workers else None
-        ds = ds.map(render_shard, fn_kwargs={"settings": settings}, num_cpus=1, compute=compute)
         done_seqs = 0
-        for count, row in enumerate(ds.iter_rows(), start=1):
+        for count, row in enumerate(map_shards(todo, render_shard, settings, workers), start=1):
             records[row["name"]] = load_shard_record(out.uri, row["name"])
             done_seqs += int(row["rows"])
             new_frames += int(row["frames"])

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import ray
-import ray.data
 
 from ray_gait.heatmap.shards import PKL_DIR, remove_stale_shards
 from ray_gait.ingest.formats import AUTO, FORMATS, OPENPOSE_JSON, detect_format, files_of_format
@@ -29,6 +27,7 @@ from ray_gait.io import fs
 from ray_gait.io.dataset import ERRORS, MANIFEST, read_json, write_json_atomic
 from ray_gait.pose.io import POSE_KIND
 from ray_gait.ray_layer.session import ensure_ray
+from ray_gait.ray_layer.shard_map import map_shards
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +136,7 @@ def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection
     new_sequences = 0
     if todo:
         ensure_ray()
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        compute = ray.data.TaskPoolStrategy(size=workers) if workers else None
-        ds = ds.map(ingest_shard, fn_kwargs={"settings": settings}, num_cpus=1, compute=compute)
-        for count, row in enumerate(ds.iter_rows(), start=1):
+        for count, row in enumerate(map_shards(todo, ingest_shard, settings, workers), start=1):
             records[row["name"]] = load_ingest_record(out.uri, row["name"])
             new_sequences += int(row["rows"])
             elapsed = time.perf_counter() - started

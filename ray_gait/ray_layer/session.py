@@ -25,5 +25,5 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def cluster_cpus() -> float:
-    """The CPUs the cluster offers (for sizing task pools)."""
+    """The CPUs the cluster offers (for sizing worker pools)."""
     return float(ray.cluster_resources().get("CPU", 1.0))

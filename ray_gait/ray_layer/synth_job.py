@@ -11,10 +11,8 @@ import os
 import time
 from typing import Any
 
-import ray
-import ray.data
-
 from ray_gait.ray_layer.session import ensure_ray
+from ray_gait.ray_layer.shard_map import map_shards
 from ray_gait.synth import SequenceSpec, SynthConfig, generate_sequence, plan_sequences, write_metadata, write_sequence
 from ray_gait.synth.preview import write_preview
 
@@ -23,9 +21,10 @@ log = logging.getLogger(__name__)
 SHARD_SEQUENCES = 40
 
 
-def generate_shard(shard: dict[str, Any], out_root: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Generate and write the sequences of one shard; returns counts."""
-    cfg = SynthConfig.from_dict(config)
+def generate_shard(shard: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Generate and write the sequences of one shard (settings: out_root, config); returns counts."""
+    out_root = settings["out_root"]
+    cfg = SynthConfig.from_dict(settings["config"])
     made = skipped = frames = 0
     for fields in shard["specs"]:
         spec = SequenceSpec(**fields)
@@ -49,12 +48,9 @@ def run_synth_job(out_root: str, cfg: SynthConfig, workers: int | None = None,
     specs = [dataclasses.asdict(s) for s in plan_sequences(cfg)]
     shards = [{"specs": specs[i:i + SHARD_SEQUENCES]} for i in range(0, len(specs), SHARD_SEQUENCES)]
     ensure_ray()
-    ds = ray.data.from_items(shards, override_num_blocks=len(shards))
-    compute = ray.data.TaskPoolStrategy(size=workers) if workers else None
-    ds = ds.map(generate_shard, fn_kwargs={"out_root": out_root, "config": cfg.to_dict()}, num_cpus=1,
-                compute=compute)
     made = skipped = frames = 0
-    for count, row in enumerate(ds.iter_rows(), start=1):
+    rows = map_shards(shards, generate_shard, {"out_root": out_root, "config": cfg.to_dict()}, workers)
+    for count, row in enumerate(rows, start=1):
         made, skipped, frames = made + row["made"], skipped + row["skipped"], frames + row["frames"]
         if count % max(1, len(shards) // 10) == 0 or count == len(shards):
             log.info("[%d/%d shards] %d sequences written, %d already there", count, len(shards), made, skipped)
