@@ -1,6 +1,6 @@
 """Step 1 throughput: frames/s per core of every renderer, and of the Ray Data job with 1 and 2 workers.
 
-    python benchmarks/heatmap_throughput.py [--sequences 24] [--frames 60] [--opengait DIR] [--skip-ray]
+    python benchmarks/heatmap_throughput.py [--sequences 24] [--frames 60] [--opengait DIR] [--skip-ray] [--stages]
 
 `--opengait DIR` names a folder holding an importable `bench_opengait_heatmap.opengait_transform`
 (OpenGait's generator run outside this project, see benchmarks/README.md) to time it side by side
@@ -57,6 +57,38 @@ def time_renderer(fn, sequences: list[np.ndarray], repeat: int = 1) -> float:
     return frames / best
 
 
+def stage_rates(sequences: list[np.ndarray], config, backend: str, device: str | None = None) -> dict[str, float]:
+    """Frames/s of each stage with every frame of every sequence in one render call (as a GPU wants)."""
+    from ray_gait.heatmap.align import align_maps
+    from ray_gait.heatmap.pipeline import _ops, normalize_pose, validate_pose
+    from ray_gait.heatmap.render import render_maps
+    frames = sum(len(s) for s in sequences)
+    start = time.perf_counter()
+    parts = [normalize_pose(validate_pose(s, config), config) for s in sequences]
+    normalize_s = time.perf_counter() - start
+    pts = np.concatenate([p for p, _ in parts])
+    values = np.concatenate([v for _, v in parts])
+    ops = _ops(backend, device, "float32")
+    gen, align = config.heatmap_generator_args, config.align_args
+
+    def render():
+        maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
+        if ops.is_torch and ops.device.type == "cuda":
+            import torch
+            torch.cuda.synchronize()
+        return maps
+    render()
+    start = time.perf_counter()
+    maps = render()
+    render_s = time.perf_counter() - start
+    maps = maps.cpu().numpy() if ops.is_torch else maps
+    start = time.perf_counter()
+    align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align)
+    align_s = time.perf_counter() - start
+    return {"normalize (CPU)": frames / normalize_s, f"render maps ({backend} {device or 'cpu'})": frames / render_s,
+            "align + resize (CPU)": frames / align_s}
+
+
 def ray_job_fps(sequences: list[np.ndarray], workers: int) -> float:
     """End-to-end frames/s of `ray-gait heatmap` (listing, reading, rendering, Parquet, manifest)."""
     from ray_gait.ray_layer.heatmap_job import run_heatmap_job
@@ -78,6 +110,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--opengait", default=None, help="folder with bench_opengait_heatmap.py (oracle)")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time normalize / render / align with all frames in one render call")
     parser.add_argument("--job-sequences", type=int, default=480, help="sequences for the Ray job runs")
     args = parser.parse_args()
 
@@ -108,6 +142,12 @@ def main() -> None:
         results["OpenGait generator"] = time_renderer(lambda s: transform(s.copy()), seqs[:8], repeat=3)
     for name, fps in results.items():
         print(f"{name:>20}: {fps:9.1f} frames/s per core")
+    if args.stages:
+        print(f"stages, {sum(len(s) for s in seqs)} frames in one render call:")
+        backends = [("torch", "cuda")] if torch.cuda.is_available() else []
+        for backend, device in backends + [("torch", None), ("numpy", None)]:
+            for name, fps in stage_rates(seqs, config, backend, device).items():
+                print(f"{name:>32}: {fps:11.1f} frames/s")
     if "OpenGait generator" in results:
         base = results["OpenGait generator"]
         for name in ("compiled kernel (c)", "numpy", "torch cpu", "torch cuda"):

@@ -223,3 +223,18 @@ def test_restore_hint_path_continues_at_its_iteration_with_bf16(synth_maps, tmp_
     from ray_gait.ray_layer.trainer import _restore_source
     assert _restore_source(config_from_tree(resumed_by_number, str(CONFIG)),
                            str(tmp_path / "first")) == str(checkpoint)
+
+
+@pytest.mark.gpu
+def test_ray_train_on_gpus_with_fp16_and_sync_bn(synth_maps, tmp_path):
+    data, paired = synth_maps
+    workers = min(2, torch.cuda.device_count())     # 2 GPUs: NCCL and SyncBatchNorm across ranks
+    overrides = _overrides(data, paired, tmp_path, "gpu", **{
+        "trainer_cfg.total_iter": 4, "trainer_cfg.save_iter": 4, "trainer_cfg.enable_float16": "fp16",
+        "trainer_cfg.sync_BN": True, "ray_cfg.num_workers": workers, "ray_cfg.use_gpu": True})
+    args = _args(overrides)
+    args[2] = str(CONFIG.with_name("skeletongait++_synth.yaml"))
+    assert main(args) == 0
+    state = _final_state(tmp_path, "gpu")
+    assert state["iteration"] == 4
+    assert state["scaler"], "the fp16 GradScaler's state is checkpointed"

@@ -19,7 +19,7 @@ def test_heatmaps_and_training_on_two_nodes(tmp_path):
     done = subprocess.run([sys.executable, str(HERE / "two_node_run.py"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = json.loads((tmp_path / "seen.json").read_text())
     assert seen["nodes"] == 2 and seen["task_nodes"] == 2
     assert seen["sequences"] == 6 * 2 * 8 and seen["errors"] == 0
     assert seen["iteration"] == 2

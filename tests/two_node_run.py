@@ -1,7 +1,9 @@
 """Run by tests/test_two_nodes.py in its own process: a simulated 2-node cluster (ray.cluster_utils.Cluster),
 heatmaps with Ray Data and a 2-worker training across both nodes, storage on one shared path.
 
-    python tests/two_node_run.py WORKDIR   -> prints one JSON line of what it saw
+    python tests/two_node_run.py WORKDIR   -> writes WORKDIR/seen.json, what it saw
+
+(a file, not stdout: Ray's own log lines reach stdout too, in any order)
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(work: Path) -> None:
-    """Start head (1 CPU) + worker node (1 CPU), run step 1 and step 3 on them, print a JSON summary."""
+    """Start head (1 CPU) + worker node (1 CPU), run step 1 and step 3 on them, write a JSON summary."""
     import ray
     from ray.cluster_utils import Cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -51,9 +53,10 @@ def main(work: Path) -> None:
             "trainer_cfg.warmup_iter": 0, "trainer_cfg.enable_float16": False, "trainer_cfg.save_name": "two_nodes"})
         result = run_training(config_from_tree(tree, source), tree)
         manifest = json.loads((maps / "synth_sigma_8.0_" / "_manifest.json").read_text())
-        print(json.dumps({"nodes": len([n for n in ray.nodes() if n["Alive"]]), "task_nodes": len(nodes_used),
-                          "sequences": manifest["sequences"], "errors": manifest["error_count"],
-                          "iteration": result.metrics["iteration"], "checkpoint": result.checkpoint.path}))
+        seen = {"nodes": len([n for n in ray.nodes() if n["Alive"]]), "task_nodes": len(nodes_used),
+                "sequences": manifest["sequences"], "errors": manifest["error_count"],
+                "iteration": result.metrics["iteration"], "checkpoint": result.checkpoint.path}
+        (work / "seen.json").write_text(json.dumps(seen))
     finally:
         ray.shutdown()
         cluster.shutdown()

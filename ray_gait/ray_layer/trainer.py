@@ -32,7 +32,7 @@ from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
 from ray_gait.training.data import (BatchMaker, build_sequence_set, input_columns, prefetch, read_partition,
                                     split_ids)
 from ray_gait.training.losses import LossAggregator
-from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
+from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step, with_sync_bn
 from ray_gait.training.optim import build_optimizer, build_scheduler
 from ray_gait.training.state import TrainState, read_state, restore_state, save_state, saved_checkpoints
 
@@ -130,9 +130,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     class_num = cfg.model_cfg.get("SeparateBNNecks", {}).get("class_num", 0)
     if class_num < maker.num_classes:
         raise ValueError(f"model_cfg.SeparateBNNecks.class_num {class_num} < {maker.num_classes} training ids")
-    model = build_model(cfg.model_cfg)
-    if trainer_cfg.sync_BN and device.type == "cuda" and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = with_sync_bn(build_model(cfg.model_cfg), trainer_cfg.sync_BN, device, world)
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": trainer_cfg.find_unused_parameters})
     losses = LossAggregator(cfg.loss_cfg).to(device)

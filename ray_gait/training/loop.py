@@ -34,6 +34,13 @@ def make_scaler(dtype: torch.dtype | None, device: torch.device) -> Any:
     return None
 
 
+def with_sync_bn(model: nn.Module, sync_bn: bool, device: torch.device, world_size: int) -> nn.Module:
+    """SyncBatchNorm in place of BatchNorm when `sync_BN` is set, on CUDA, with more than one rank."""
+    if sync_bn and device.type == "cuda" and world_size > 1:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
 def set_train_mode(model: nn.Module, fix_bn: bool) -> None:
     """Training mode; with `fix_BN` the BatchNorm layers keep their running statistics (eval mode)."""
     model.train()

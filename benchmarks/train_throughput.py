@@ -1,0 +1,139 @@
+"""Does the training input pipeline keep the model fed?  For SkeletonGait and SkeletonGait++: the
+sequences/s the CPU side delivers per core (P x K sampling, frame sampling, transforms: what each
+Ray Train worker's prefetch thread does), the time of one training step, and their ratio
+(target >= 2).
+
+    python benchmarks/train_throughput.py [--models skeletongait,skeletongait++] [--batch 32x4]
+        [--frames 30] [--widths tiny|seed] [--device cpu|cuda] [--amp] [--sync-bn] [--steps 3]
+
+`--widths seed` uses the reference configs (Gait3D: 32x4 sequences of 30 frames is the reference
+batch); `tiny` the synthetic set's CPU configs.  `--amp` is `enable_float16: true` (bf16 where the
+device has it, fp16 + GradScaler otherwise); `--sync-bn` converts BatchNorm to SyncBatchNorm in a
+one-process NCCL group (CUDA only, as in torch): with one rank there is nothing to synchronise, so it
+times the converted model, not the all-gather of several GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ray_gait.models import build_model  # noqa: E402
+from ray_gait.training.config import CONFIG_DIR, TrainConfig, load_train_config  # noqa: E402
+from ray_gait.training.data import BatchMaker, SequenceSet, input_columns  # noqa: E402
+from ray_gait.training.loop import autocast_dtype, make_scaler, train_step  # noqa: E402
+from ray_gait.training.losses import LossAggregator  # noqa: E402
+from ray_gait.training.optim import build_optimizer  # noqa: E402
+
+CONFIGS = {("skeletongait", "tiny"): "skeletongait_synth.yaml",
+           ("skeletongait", "seed"): "skeletongait_Gait3D.yaml",
+           ("skeletongait++", "tiny"): "skeletongait++_synth.yaml",
+           ("skeletongait++", "seed"): "skeletongait++_Gait3D.yaml"}
+CLASSES = 64
+
+
+def fake_sequences(columns: tuple[str, ...], ids: int, per_id: int, rng: np.random.Generator) -> SequenceSet:
+    """Random uint8 maps (T, 2, 64, 64) and silhouettes (T, 64, 44) of 40-60 frames, the model's columns."""
+    data = SequenceSet(columns)
+    for i in range(ids):
+        for j in range(per_id):
+            frames = int(rng.integers(40, 61))
+            data.add({"id": f"{i:05d}", "type": "nm-01", "view": f"{j:03d}", "seq": "s",
+                      "heatmap": rng.integers(0, 255, (frames, 2, 64, 64), dtype=np.uint8),
+                      "silhouette": rng.integers(0, 255, (frames, 64, 44), dtype=np.uint8)})
+    return data
+
+
+def config_for(model: str, widths: str, batch: tuple[int, int], frames: int) -> TrainConfig:
+    """The model's config with the benchmark's batch, clip length and class count."""
+    return load_train_config(os.path.join(CONFIG_DIR, "skeletongait", CONFIGS[(model, widths)]),
+                             {"trainer_cfg.sampler.batch_size": list(batch),
+                              "trainer_cfg.sampler.frames_num_fixed": frames,
+                              "model_cfg.SeparateBNNecks.class_num": CLASSES})
+
+
+def input_rate(cfg: TrainConfig, data: SequenceSet, steps: int) -> float:
+    """Sequences/s one thread turns into model-ready batches."""
+    torch.set_num_threads(1)
+    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform)
+    maker.make(0)
+    start = time.perf_counter()
+    for step in range(1, 1 + steps):
+        maker.make(step)
+    return steps * len(maker.make(0)[1]) / (time.perf_counter() - start)
+
+
+def step_seconds(cfg: TrainConfig, data: SequenceSet, device: torch.device, amp: bool, sync_bn: bool,
+                 steps: int) -> float:
+    """Seconds per training step (forward, losses, backward, optimizer) after one warm-up step."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform)
+    model = build_model(cfg.model_cfg)
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    losses = LossAggregator(cfg.loss_cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optimizer_cfg)
+    dtype = autocast_dtype(True, device) if amp else None
+    scaler = make_scaler(dtype, device)
+    batch = maker.make(0)
+    train_step(model, losses, optimizer, scaler, batch, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, losses, optimizer, scaler, batch, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def one_rank_group() -> None:
+    """A process group of this process alone, so SyncBatchNorm can run."""
+    store = torch.distributed.FileStore(tempfile.mktemp(prefix="ray_gait_bench_"), 1)
+    torch.distributed.init_process_group("nccl", store=store, rank=0, world_size=1)
+
+
+def main() -> None:
+    """Print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="skeletongait,skeletongait++")
+    parser.add_argument("--batch", default="32x4")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--widths", default="tiny", choices=["tiny", "seed"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true")
+    parser.add_argument("--sync-bn", action="store_true")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    p, k = (int(v) for v in args.batch.split("x"))
+    device = torch.device(args.device)
+    if args.sync_bn and device.type != "cuda":
+        parser.error("--sync-bn needs --device cuda (torch's SyncBatchNorm runs on GPUs only)")
+    if args.sync_bn:
+        one_rank_group()
+    cores = os.cpu_count() or 1
+    print(f"batch {p}x{k} of {args.frames} frames, {args.widths} widths, {device}, "
+          f"{'AMP' if args.amp else 'fp32'}{', SyncBN (1 rank)' if args.sync_bn else ''}, {cores} cores")
+    for model in args.models.split(","):
+        cfg = config_for(model, args.widths, (p, k), args.frames)
+        columns = input_columns(cfg.model_cfg["model"], cfg.data_cfg.data_in_use)
+        data = fake_sequences(columns, CLASSES, 6, np.random.default_rng(0))
+        delivered = input_rate(cfg, data, args.steps)
+        seconds = step_seconds(cfg, data, device, args.amp, args.sync_bn, args.steps)
+        consumed = p * k / seconds
+        print(f"{model:>15}: input {delivered:8.1f} sequences/s per core | step {seconds:7.3f} s = "
+              f"{consumed:8.1f} sequences/s | ratio {delivered / consumed:6.2f} (1 prefetch thread per worker)")
+
+
+if __name__ == "__main__":
+    main()
