@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ray_gait import load_heatmap_config, render_heatmaps  # noqa: E402
+from ray_gait import load_heatmap_config, render_heatmaps, render_heatmaps_batch  # noqa: E402
 from ray_gait.heatmap.reference import reference_render  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "opengait_heatmap" / "poses.npz"
@@ -57,11 +57,23 @@ def time_renderer(fn, sequences: list[np.ndarray], repeat: int = 1) -> float:
     return frames / best
 
 
+def time_batch(fn, frames: int, repeat: int = 3) -> float:
+    """Frames per second of one call of fn that renders `frames` frames (best of `repeat`, after a warm-up)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return frames / best
+
+
 def stage_rates(sequences: list[np.ndarray], config, backend: str, device: str | None = None) -> dict[str, float]:
     """Frames/s of each stage with every frame of every sequence in one render call (as a GPU wants)."""
     from ray_gait.heatmap.align import align_maps
     from ray_gait.heatmap.pipeline import _ops, normalize_pose, validate_pose
     from ray_gait.heatmap.render import render_maps
+    import torch
     frames = sum(len(s) for s in sequences)
     start = time.perf_counter()
     parts = [normalize_pose(validate_pose(s, config), config) for s in sequences]
@@ -74,19 +86,30 @@ def stage_rates(sequences: list[np.ndarray], config, backend: str, device: str |
     def render():
         maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
         if ops.is_torch and ops.device.type == "cuda":
-            import torch
             torch.cuda.synchronize()
         return maps
     render()
     start = time.perf_counter()
     maps = render()
     render_s = time.perf_counter() - start
-    maps = maps.cpu().numpy() if ops.is_torch else maps
+    rates = {"normalize (CPU)": frames / normalize_s, f"render maps ({backend} {device or 'cpu'})": frames / render_s}
+    if ops.is_torch:
+        from ray_gait.heatmap.align_torch import align_maps_torch
+
+        def align_there():
+            aligned = align_maps_torch(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2,
+                                       align.align)
+            if ops.device.type == "cuda":
+                torch.cuda.synchronize()
+        align_there()
+        start = time.perf_counter()
+        align_there()
+        rates[f"align + resize (torch {device or 'cpu'})"] = frames / (time.perf_counter() - start)
+        maps = maps.cpu().numpy()
     start = time.perf_counter()
     align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align)
-    align_s = time.perf_counter() - start
-    return {"normalize (CPU)": frames / normalize_s, f"render maps ({backend} {device or 'cpu'})": frames / render_s,
-            "align + resize (CPU)": frames / align_s}
+    rates["align + resize (OpenCV, CPU)"] = frames / (time.perf_counter() - start)
+    return rates
 
 
 def ray_job_fps(sequences: list[np.ndarray], workers: int) -> float:
@@ -134,6 +157,8 @@ def main() -> None:
         render_heatmaps(seqs[0], config, backend="torch", device="cuda")
         results["torch cuda"] = time_renderer(
             lambda s: render_heatmaps(s, config, backend="torch", device="cuda"), seqs, repeat=2)
+        results["torch cuda, batched"] = time_batch(lambda: render_heatmaps_batch(seqs, config, device="cuda"),
+                                                    sum(len(s) for s in seqs))
     if args.opengait:
         sys.path.insert(0, args.opengait)
         sys.path.insert(0, os.path.join(args.opengait, "shims"))

@@ -14,6 +14,7 @@ _EXPORTS = {
     "load_heatmap_config": "ray_gait.heatmap.config",
     "HeatmapConfig": "ray_gait.heatmap.config",
     "render_heatmaps": "ray_gait.heatmap.pipeline",
+    "render_heatmaps_batch": "ray_gait.heatmap.pipeline",
     "load_pose": "ray_gait.pose.io",
     "read_dataset": "ray_gait.io.dataset",
     "build_model": "ray_gait.models",

@@ -45,7 +45,11 @@ def add_heatmap_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=16, help="pose files per task and per Parquet part")
     p.add_argument("--workers", type=int, default=None, help="concurrent render tasks (default: one per CPU)")
     p.add_argument("--backend", default="auto", choices=["auto", "c", "numpy", "torch"],
-                   help="renderer: auto (the compiled kernel when built, else numpy), c, numpy, torch")
+                   help="renderer: auto (the compiled kernel when built, else numpy), c, numpy, torch "
+                        "(each shard's frames drawn in one batch)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda: each worker holds a GPU and renders its shards there with the torch backend "
+                        "(use a larger --shard-size, e.g. 256)")
     p.set_defaults(handler=run_heatmap)
 
 
@@ -56,7 +60,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
     config = load_heatmap_config(args.heatmap_cfg_path, _overrides(args.set))
     summary = run_heatmap_job(args.pose_data_path, args.save_root, args.dataset_name, config,
                               ext_name=args.ext_name, fmt=args.format, shard_size=args.shard_size,
-                              workers=args.workers, backend=args.backend)
+                              workers=args.workers, backend=args.backend, device=args.device)
     print(f"heatmap: {summary.sequences} sequences, {summary.frames} frames, {summary.errors} errors, "
           f"{summary.frames_per_second:.0f} frames/s ({summary.skipped_shards}/{summary.shards} shards "
           f"already done) -> {summary.output}")

@@ -148,3 +148,29 @@ def test_missing_input_folder_is_one_line_error(tmp_path, capsys):
                    "--dataset_name", "X"])
     assert status == 1
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_torch_backend_renders_each_shard_in_one_batch(ray_session, tmp_path, fixture_poses):
+    pose_root = _tree(tmp_path, fixture_poses)
+    common = ["--pose_data_path", str(pose_root), "--save_root", str(tmp_path / "out"), "--dataset_name", "Synth",
+              "--shard-size", "5", "--max-errors", "4"]
+    assert main(["heatmap", *common, "--ext_name", "batch", "--backend", "torch"]) == 0
+    assert main(["heatmap", *common, "--ext_name", "one"]) == 0
+    batched = {r["source"]: r["heatmap"] for r in _rows(tmp_path / "out" / "Synth_sigma_8.0_batch")}
+    single = {r["source"]: r["heatmap"] for r in _rows(tmp_path / "out" / "Synth_sigma_8.0_one")}
+    assert batched.keys() == single.keys() and len(batched) == 12
+    pixels = sum(m.size for m in single.values())
+    equal = sum(int((batched[k] == single[k]).sum()) for k in single)
+    assert all(np.abs(batched[k].astype(int) - single[k].astype(int)).max() <= 1 for k in single)
+    assert equal / pixels >= 0.999
+    errors = (tmp_path / "out" / "Synth_sigma_8.0_batch" / "errors.jsonl").read_text().splitlines()
+    assert sorted(Path(json.loads(e)["source"]).name for e in errors) == ["exploit.pkl", "nan.pkl", "shape.pkl",
+                                                                         "truncated.pkl"]
+
+
+def test_cuda_device_needs_the_torch_backend(tmp_path, fixture_poses, capsys):
+    pose_root = _tree(tmp_path, fixture_poses, n_ids=1, bad=False)
+    status = main(["heatmap", "--pose_data_path", str(pose_root), "--save_root", str(tmp_path / "out"),
+                   "--dataset_name", "Synth", "--device", "cuda", "--backend", "numpy"])
+    assert status != 0
+    assert "--device cuda renders with the torch backend" in capsys.readouterr().err

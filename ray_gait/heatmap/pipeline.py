@@ -13,7 +13,7 @@ Output never contains NaN: it is uint8 by construction.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -102,6 +102,43 @@ def render_heatmaps(pose: np.ndarray, config: HeatmapConfig | None = None, backe
     else:
         ops = _ops(backend, device, precision)
         maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
+        if ops.is_torch and ops.device.type != "cpu":
+            return _align_on_device(maps, config).cpu().numpy()
         if ops.is_torch:
             maps = maps.cpu().numpy()
     return align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align, rows)
+
+
+def _align_on_device(maps: Any, config: HeatmapConfig) -> Any:
+    """Crop and resize torch maps where they are (align_torch.py), e.g. on the GPU that drew them."""
+    from ray_gait.heatmap.align_torch import align_maps_torch
+    align = config.align_args
+    return align_maps_torch(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align)
+
+
+def render_heatmaps_batch(poses: Sequence[np.ndarray], config: HeatmapConfig | None = None, device: Any = "cuda",
+                          precision: str = "float32") -> list[np.ndarray]:
+    """Many sequences in one pass of the torch renderer on `device`: a GPU wants thousands of frames per call.
+
+    Each sequence is checked and normalized on the CPU as in `render_heatmaps`; all their frames are
+    then drawn and aligned together on the device.  Returns one uint8 (T, 2, S, S) per sequence, the
+    same maps `render_heatmaps(pose, config, "torch", device)` gives; a bad sequence raises
+    ValueError naming its index.
+    """
+    config = config or load_heatmap_config()
+    parts = []
+    for index, pose in enumerate(poses):
+        try:
+            parts.append(normalize_pose(validate_pose(pose, config), config))
+        except ValueError as exc:
+            raise ValueError(f"sequence {index}: {exc}") from exc
+    if not parts:
+        return []
+    gen = config.heatmap_generator_args
+    ops = _ops("torch", device, precision)
+    pts = ops.asarray(np.concatenate([p for p, _ in parts]))
+    values = ops.asarray(np.concatenate([v for _, v in parts]))
+    maps = render_maps(ops, pts, values, gen.sigma, gen.img_h, gen.img_w, gen.eps)
+    aligned = _align_on_device(maps, config).cpu().numpy()
+    ends = np.cumsum([len(p) for p, _ in parts])[:-1]
+    return np.split(aligned, ends)

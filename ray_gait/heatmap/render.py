@@ -16,8 +16,10 @@ import numpy as np
 
 from ray_gait.pose.skeleton import LIMB_INDEX
 
-# Elements per intermediate array (block of frames x items x rows x columns) on the CPU.
+# Elements per intermediate array (block of frames x items x rows x columns): cache-sized on the CPU;
+# on a GPU large enough that one block holds hundreds of frames (a few GB of intermediates).
 BLOCK_ELEMENTS = 1 << 18
+GPU_BLOCK_ELEMENTS = 1 << 27
 
 
 def gray_table() -> np.ndarray:
@@ -186,9 +188,12 @@ def render_joints_block(ops: ArrayOps, pts: Any, values: Any, sigma: float, heig
 
 
 def render_maps(ops: ArrayOps, pts: Any, values: Any, sigma: float, height: int, width: int,
-                eps: float = 1e-3, block_elements: int = BLOCK_ELEMENTS) -> Any:
+                eps: float = 1e-3, block_elements: int | None = None) -> Any:
     """Gray limb and joint maps (T, 2, H, W) uint8 of normalized poses pts (T, V, 2), values (T, V)."""
     n_frames = pts.shape[0]
+    if block_elements is None:
+        on_gpu = ops.is_torch and ops.device is not None and ops.device.type != "cpu"
+        block_elements = GPU_BLOCK_ELEMENTS if on_gpu else BLOCK_ELEMENTS
     if ops.is_torch:
         out = ops.xp.zeros((n_frames, 2, height, width), dtype=ops.xp.uint8, device=ops.device)
     else:

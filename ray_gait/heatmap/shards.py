@@ -14,8 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
-from ray_gait.heatmap.pipeline import render_heatmaps
+from ray_gait.heatmap.pipeline import render_heatmaps, render_heatmaps_batch, validate_pose
 from ray_gait.io import fs
 from ray_gait.io.dataset import HEATMAP_SCHEMA, heatmap_row, read_json, write_json_atomic, write_parquet_atomic
 from ray_gait.io.safe_pickle import loads_arrays
@@ -40,6 +42,7 @@ class JobSettings:
     write_pkl: bool = False
     backend: str = "auto"
     pose_dataset: bool = False      # pose_root is a Parquet pose data set: shards carry part and row numbers
+    device: str = "cpu"             # torch backend: where a shard's frames are drawn, all in one batch
 
 
 @dataclass
@@ -89,15 +92,16 @@ def _dataset_poses(settings: JobSettings, shard: dict[str, Any]) -> dict[str, An
     return {str(source): row["pose"] for source, row in zip(shard["sources"], rows)}
 
 
-def _render_one(settings: JobSettings, config: HeatmapConfig, source: str,
-                poses: dict[str, Any]) -> tuple[dict, Any]:
+def _read_one(settings: JobSettings, config: HeatmapConfig, source: str,
+              poses: dict[str, Any]) -> tuple[dict, np.ndarray]:
+    """The key and the checked pose of one source (ValueError / OSError say what is wrong)."""
     key = asdict(sequence_key(source))
     if settings.pose_dataset:
         pose = pose_from_object(poses[source])
     else:
         raw = fs.read_bytes(fs.resolve(settings.pose_root).join(source))
         pose = pose_from_object(loads_arrays(raw), settings.dataset_name)
-    return key, render_heatmaps(pose, config, backend=settings.backend)
+    return key, validate_pose(pose, config)
 
 
 def _one_thread() -> None:
@@ -106,6 +110,20 @@ def _one_thread() -> None:
     import pyarrow
     cv2.setNumThreads(1)
     pyarrow.set_cpu_count(1)
+
+
+def _render_all(settings: JobSettings, config: HeatmapConfig, poses: list[np.ndarray]) -> list[Any]:
+    """Maps of checked poses: the torch backend draws the whole shard in one batch on its device,
+    the others one sequence at a time (an exception is returned in place of a failed sequence)."""
+    if settings.backend == "torch":
+        return render_heatmaps_batch(poses, config, device=settings.device)
+    out: list[Any] = []
+    for pose in poses:
+        try:
+            out.append(render_heatmaps(pose, config, backend=settings.backend))
+        except ValueError as exc:
+            out.append(exc)
+    return out
 
 
 def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]:
@@ -117,11 +135,15 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
     record = ShardRecord(name=shard["name"], sources=list(shard["sources"]))
     rows = []
     poses = _dataset_poses(settings, shard)
+    loaded = []
     for source in record.sources:
         try:
-            key, heatmap = _render_one(settings, config, source, poses)
+            loaded.append((source, *_read_one(settings, config, source, poses)))
         except (ValueError, OSError) as exc:
             record.errors.append({"source": source, "reason": str(exc)})
+    for (source, key, _), heatmap in zip(loaded, _render_all(settings, config, [pose for _, _, pose in loaded])):
+        if isinstance(heatmap, Exception):
+            record.errors.append({"source": source, "reason": str(heatmap)})
             continue
         if settings.write_pkl:
             target = out.join(PKL_DIR, key["id"], key["type"], key["view"], f"{key['seq']}.pkl")
@@ -130,6 +152,7 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
             fs.write_bytes_atomic(target, buffer.getvalue())
         rows.append(heatmap_row(key, heatmap))
         record.frames += int(heatmap.shape[0])
+    record.errors.sort(key=lambda err: record.sources.index(err["source"]))
     record.rows = len(rows)
     if settings.write_parquet and rows:
         record.parquet = f"{record.name}.parquet"

@@ -95,10 +95,19 @@ def _write_previews(out: fs.Location, from_parquet: bool) -> list[str]:
 
 def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, config: HeatmapConfig,
                     ext_name: str = "", fmt: str = "parquet", shard_size: int = 16, workers: int | None = None,
-                    backend: str = "auto") -> HeatmapSummary:
-    """Render every pose file below `pose_data_path` into `save_root/<NAME>_sigma_<s>_<E>/`."""
+                    backend: str = "auto", device: str = "cpu") -> HeatmapSummary:
+    """Render every pose file below `pose_data_path` into `save_root/<NAME>_sigma_<s>_<E>/`.
+
+    `device="cuda"` renders each shard in one batch with the torch backend on a GPU per worker.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown --device {device!r}: use cpu or cuda")
+    if device == "cuda":
+        if backend not in ("auto", "torch"):
+            raise ValueError(f"--device cuda renders with the torch backend, not --backend {backend}")
+        backend = "torch"
     started = time.perf_counter()
     out = fs.resolve(save_root).join(output_name(dataset_name, config, ext_name))
     from_dataset = is_pose_dataset(pose_data_path)
@@ -124,12 +133,14 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
              len(sources), len(shards), len(shards) - len(todo), len(todo), out.uri)
     settings = JobSettings(pose_root=fs.resolve(pose_data_path).uri, out_root=out.uri, dataset_name=dataset_name,
                            config=config.to_dict(), write_parquet=fmt in ("parquet", "both"),
-                           write_pkl=fmt in ("pkl", "both"), backend=backend, pose_dataset=from_dataset)
+                           write_pkl=fmt in ("pkl", "both"), backend=backend, pose_dataset=from_dataset,
+                           device=device)
     new_frames = 0
     if todo:
         ensure_ray()
         done_seqs = 0
-        for count, row in enumerate(map_shards(todo, render_shard, settings, workers), start=1):
+        gpus = 1.0 if device == "cuda" else 0.0
+        for count, row in enumerate(map_shards(todo, render_shard, settings, workers, gpus), start=1):
             records[row["name"]] = load_shard_record(out.uri, row["name"])
             done_seqs += int(row["rows"])
             new_frames += int(row["frames"])

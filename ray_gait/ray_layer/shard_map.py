@@ -39,11 +39,14 @@ def pool_strategy(workers: int | None, shards: int) -> ray.data.ActorPoolStrateg
 
 
 def map_shards(shards: list[dict[str, Any]], fn: Callable[[dict[str, Any], Any], dict[str, Any]], settings: Any,
-               workers: int | None = None) -> Iterator[dict[str, Any]]:
-    """Run `fn(shard, settings)` for every shard on Ray Data actors; yield each record as it finishes."""
+               workers: int | None = None, gpus_per_worker: float = 0.0) -> Iterator[dict[str, Any]]:
+    """Run `fn(shard, settings)` for every shard on Ray Data actors; yield each record as it finishes.
+
+    Each actor holds one CPU, and `gpus_per_worker` GPUs when the shards render on a GPU.
+    """
     if not shards:
         return
     ds = ray.data.from_items(shards, override_num_blocks=len(shards))
     ds = ds.map(_ShardWorker, fn_kwargs={"fn": fn, "settings": settings}, num_cpus=1,
-                compute=pool_strategy(workers, len(shards)))
+                num_gpus=gpus_per_worker or None, compute=pool_strategy(workers, len(shards)))
     yield from ds.iter_rows()
