@@ -25,5 +25,6 @@ step tests "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_heatmap_pari
 step renderers "$py" benchmarks/heatmap_throughput.py --sequences 64 --skip-ray --stages
 step model-step "$py" benchmarks/model_step.py --device cuda --amp --steps 10
 step train-throughput "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --sync-bn --steps 10
+step train-throughput-8-threads "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --steps 10 --input-threads 8
 step train-throughput-fp32 "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10
 exit $status

@@ -1,10 +1,11 @@
 """Does the training input pipeline keep the model fed?  For SkeletonGait and SkeletonGait++: the
-sequences/s the CPU side delivers per core (P x K sampling, frame sampling, transforms: what each
-Ray Train worker's prefetch thread does), the time of one training step, and their ratio
-(target >= 2).
+sequences/s the CPU side delivers (P x K sampling, frame sampling, transforms: what each Ray Train
+worker's prefetch threads do, `--input-threads` = data_cfg.num_workers of them), the time of one
+training step, and their ratio (target >= 2).
 
     python benchmarks/train_throughput.py [--models skeletongait,skeletongait++] [--batch 32x4]
         [--frames 30] [--widths tiny|seed] [--device cpu|cuda] [--amp] [--sync-bn] [--steps 3]
+        [--input-threads N]
 
 `--widths seed` uses the reference configs (Gait3D: 32x4 sequences of 30 frames is the reference
 batch); `tiny` the synthetic set's CPU configs.  `--amp` is `enable_float16: true` (bf16 where the
@@ -29,7 +30,7 @@ import torch  # noqa: E402
 
 from ray_gait.models import build_model  # noqa: E402
 from ray_gait.training.config import CONFIG_DIR, TrainConfig, load_train_config  # noqa: E402
-from ray_gait.training.data import BatchMaker, SequenceSet, input_columns  # noqa: E402
+from ray_gait.training.data import BatchMaker, SequenceSet, input_columns, prefetch  # noqa: E402
 from ray_gait.training.loop import autocast_dtype, make_scaler, train_step  # noqa: E402
 from ray_gait.training.losses import LossAggregator  # noqa: E402
 from ray_gait.training.optim import build_optimizer  # noqa: E402
@@ -61,15 +62,15 @@ def config_for(model: str, widths: str, batch: tuple[int, int], frames: int) -> 
                               "model_cfg.SeparateBNNecks.class_num": CLASSES})
 
 
-def input_rate(cfg: TrainConfig, data: SequenceSet, steps: int) -> float:
-    """Sequences/s one thread turns into model-ready batches."""
+def input_rate(cfg: TrainConfig, data: SequenceSet, steps: int, threads: int) -> float:
+    """Sequences/s that `threads` prefetch threads (data_cfg.num_workers) turn into model-ready batches."""
     torch.set_num_threads(1)
     maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform)
-    maker.make(0)
+    batch_size = len(maker.make(0)[1])
     start = time.perf_counter()
-    for step in range(1, 1 + steps):
-        maker.make(step)
-    return steps * len(maker.make(0)[1]) / (time.perf_counter() - start)
+    for _ in prefetch(maker, 1, 1 + steps, workers=threads):
+        pass
+    return steps * batch_size / (time.perf_counter() - start)
 
 
 def step_seconds(cfg: TrainConfig, data: SequenceSet, device: torch.device, amp: bool, sync_bn: bool,
@@ -114,6 +115,8 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true")
     parser.add_argument("--sync-bn", action="store_true")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--input-threads", type=int, default=1,
+                        help="prefetch threads building batches (data_cfg.num_workers), default 1")
     args = parser.parse_args()
     p, k = (int(v) for v in args.batch.split("x"))
     device = torch.device(args.device)
@@ -128,11 +131,11 @@ def main() -> None:
         cfg = config_for(model, args.widths, (p, k), args.frames)
         columns = input_columns(cfg.model_cfg["model"], cfg.data_cfg.data_in_use)
         data = fake_sequences(columns, CLASSES, 6, np.random.default_rng(0))
-        delivered = input_rate(cfg, data, args.steps)
+        delivered = input_rate(cfg, data, max(args.steps, 2 * args.input_threads), args.input_threads)
         seconds = step_seconds(cfg, data, device, args.amp, args.sync_bn, args.steps)
         consumed = p * k / seconds
-        print(f"{model:>15}: input {delivered:8.1f} sequences/s per core | step {seconds:7.3f} s = "
-              f"{consumed:8.1f} sequences/s | ratio {delivered / consumed:6.2f} (1 prefetch thread per worker)")
+        print(f"{model:>15}: input {delivered:8.1f} sequences/s with {args.input_threads} thread(s) | step "
+              f"{seconds:7.3f} s = {consumed:8.1f} sequences/s | ratio {delivered / consumed:6.2f}")
 
 
 if __name__ == "__main__":

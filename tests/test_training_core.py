@@ -11,7 +11,7 @@ import torch
 
 from ray_gait.models import build_model
 from ray_gait.training.config import load_train_config
-from ray_gait.training.data import BatchMaker, SequenceSet, input_columns
+from ray_gait.training.data import BatchMaker, SequenceSet, input_columns, prefetch
 from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer, build_scheduler
@@ -95,6 +95,38 @@ def test_batches_are_a_function_of_the_step(tmp_path):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert a[0].shape == (6, 6, 2, 64, 44) and a[0].max() <= 1.0
     assert not torch.equal(maker.make(6)[0], a[0])
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_prefetch_yields_every_step_in_order(tmp_path, workers):
+    _, maker = _tiny_setup(tmp_path)
+    seen = list(prefetch(maker, 2, 9, workers=workers))
+    assert [step for step, _, _ in seen] == list(range(2, 9))
+    for step, batch, waited in seen:
+        assert torch.equal(batch[0], maker.make(step)[0]) and torch.equal(batch[1], maker.make(step)[1])
+        assert waited >= 0.0
+
+
+def test_prefetch_surfaces_errors_and_stops_early(tmp_path):
+    _, maker = _tiny_setup(tmp_path)
+    real_make = maker.make
+
+    def broken(step):
+        if step == 4:
+            raise RuntimeError("step 4 broke")
+        return real_make(step)
+    maker.make = broken
+    with pytest.raises(RuntimeError, match="step 4 broke"):
+        for _ in prefetch(maker, 0, 10, workers=2):
+            pass
+    maker.make = real_make
+    batches = prefetch(maker, 0, 1000, workers=2)
+    assert next(batches)[0] == 0
+    batches.close()                       # a run that ends early leaves no thread building batches
+    with pytest.raises(ValueError, match="num_workers must be >= 1"):
+        next(prefetch(maker, 0, 2, workers=0))
+    with pytest.raises(ConfigError, match="data_cfg.num_workers"):
+        load_train_config(str(ROOT / "configs/skeletongait/skeletongait_synth.yaml"), {"data_cfg.num_workers": 0})
 
 
 def test_state_round_trip_resumes_exactly(tmp_path):

@@ -157,7 +157,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                  trainer_cfg.total_iter)
     window_started, window_steps, window_seqs, window_wait = time.perf_counter(), 0, 0, 0.0
     sums: dict[str, float] = {}
-    for step, batch, waited in prefetch(maker, state.iteration, trainer_cfg.total_iter):
+    for step, batch, waited in prefetch(maker, state.iteration, trainer_cfg.total_iter,
+                                        workers=cfg.data_cfg.num_workers):
         set_train_mode(model, trainer_cfg.fix_BN)
         info = train_step(model, losses, optimizer, state.scaler, batch, device, amp_dtype)
         scheduler.step()

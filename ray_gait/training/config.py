@@ -139,6 +139,8 @@ def config_from_tree(tree: Mapping[str, Any], source: str = "") -> TrainConfig:
         raise ConfigError(f"{source or 'config'}: {exc}") from None
     if cfg.ray_cfg.num_workers < 1:
         raise ConfigError(f"{source}: ray_cfg.num_workers must be >= 1")
+    if cfg.data_cfg.num_workers < 1:
+        raise ConfigError(f"{source}: data_cfg.num_workers (batch-building threads per worker) must be >= 1")
     return cfg
 
 
