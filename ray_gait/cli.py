@@ -329,8 +329,9 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
                                    "resumes each step.",
                        epilog="example: ray-gait demo --out demo")
     p.add_argument("--out", default="demo", help="output folder (default ./demo)")
-    p.add_argument("--ids", type=int, default=40, help="identities in the synthetic set (default 40)")
-    p.add_argument("--iters", type=int, default=80, help="training iterations (default 80, about 6 minutes on 2 cores)")
+    p.add_argument("--ids", type=int, default=None, help="identities in the synthetic set (default 40)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="training iterations (default 160 of 8-frame clips, about 5 minutes on 2 cores)")
     p.add_argument("--cfgs", default=None, help="training config (default skeletongait++_synth.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key")
     p.set_defaults(handler=run_demo_command)
@@ -346,8 +347,8 @@ def _print_run(name: str, result: dict[str, Any]) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     """Run the demo and print the table and where everything is."""
     from ray_gait.ray_layer.demo import DEMO_CONFIG, run_demo
-    result = run_demo(args.out, ids=args.ids, total_iter=args.iters, config=args.cfgs or DEMO_CONFIG,
-                      overrides=_overrides(args.set))
+    sizes = {key: value for key, value in (("ids", args.ids), ("total_iter", args.iters)) if value is not None}
+    result = run_demo(args.out, config=args.cfgs or DEMO_CONFIG, overrides=_overrides(args.set), **sizes)
     _print_run("demo", result)
     return 0
 

@@ -14,14 +14,14 @@ from ray_gait.training.config import CONFIG_DIR
 
 DEMO_CONFIG = os.path.join(CONFIG_DIR, "skeletongait", "skeletongait++_synth.yaml")
 DEMO_IDS = 40
-DEMO_ITERS = 80
+DEMO_ITERS = 160
 
 
 def run_demo(out: str, ids: int = DEMO_IDS, total_iter: int | None = DEMO_ITERS, config: str = DEMO_CONFIG,
              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every step into `out`; returns the paths and the metrics.
 
-    The defaults (40 identities, 80 iterations, bf16 evaluation) keep the whole run near 10 minutes
+    The defaults (40 identities, 160 iterations of 8-frame clips, bf16 evaluation) keep the whole run near 10 minutes
     on 2 CPU cores; benchmarks/accuracy.py trains longer on the 60-identity set.
     """
     inputs = PipelineInputs(synth=SynthConfig(ids=ids, train_ids=ids // 2))
