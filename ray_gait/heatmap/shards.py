@@ -152,7 +152,8 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
             fs.write_bytes_atomic(target, buffer.getvalue())
         rows.append(heatmap_row(key, heatmap))
         record.frames += int(heatmap.shape[0])
-    record.errors.sort(key=lambda err: record.sources.index(err["source"]))
+    position = {source: index for index, source in enumerate(record.sources)}
+    record.errors.sort(key=lambda err: position[err["source"]])
     record.rows = len(rows)
     if settings.write_parquet and rows:
         record.parquet = f"{record.name}.parquet"
