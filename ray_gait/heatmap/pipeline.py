@@ -102,7 +102,7 @@ def render_heatmaps(pose: np.ndarray, config: HeatmapConfig | None = None, backe
     else:
         ops = _ops(backend, device, precision)
         maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
-        if ops.is_torch and ops.device.type != "cpu":
+        if ops.on_gpu:
             return _align_on_device(maps, config).cpu().numpy()
         if ops.is_torch:
             maps = maps.cpu().numpy()

@@ -48,6 +48,11 @@ class ArrayOps:
         """True for the torch backend."""
         return self.xp.__name__ == "torch"
 
+    @property
+    def on_gpu(self) -> bool:
+        """True for the torch backend on a device other than the CPU."""
+        return self.is_torch and self.device is not None and self.device.type != "cpu"
+
     def arange(self, start: int, stop: int) -> Any:
         """Pixel coordinates start..stop-1 as floats."""
         if self.is_torch:
@@ -192,8 +197,7 @@ def render_maps(ops: ArrayOps, pts: Any, values: Any, sigma: float, height: int,
     """Gray limb and joint maps (T, 2, H, W) uint8 of normalized poses pts (T, V, 2), values (T, V)."""
     n_frames = pts.shape[0]
     if block_elements is None:
-        on_gpu = ops.is_torch and ops.device is not None and ops.device.type != "cpu"
-        block_elements = GPU_BLOCK_ELEMENTS if on_gpu else BLOCK_ELEMENTS
+        block_elements = GPU_BLOCK_ELEMENTS if ops.on_gpu else BLOCK_ELEMENTS
     if ops.is_torch:
         out = ops.xp.zeros((n_frames, 2, height, width), dtype=ops.xp.uint8, device=ops.device)
     else:

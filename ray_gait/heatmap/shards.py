@@ -92,16 +92,15 @@ def _dataset_poses(settings: JobSettings, shard: dict[str, Any]) -> dict[str, An
     return {str(source): row["pose"] for source, row in zip(shard["sources"], rows)}
 
 
-def _read_one(settings: JobSettings, config: HeatmapConfig, source: str,
-              poses: dict[str, Any]) -> tuple[dict, np.ndarray]:
-    """The key and the checked pose of one source (ValueError / OSError say what is wrong)."""
+def _read_one(settings: JobSettings, source: str, poses: dict[str, Any]) -> tuple[dict, np.ndarray]:
+    """The key and the pose of one source (ValueError / OSError say what is wrong)."""
     key = asdict(sequence_key(source))
     if settings.pose_dataset:
         pose = pose_from_object(poses[source])
     else:
         raw = fs.read_bytes(fs.resolve(settings.pose_root).join(source))
         pose = pose_from_object(loads_arrays(raw), settings.dataset_name)
-    return key, validate_pose(pose, config)
+    return key, pose
 
 
 def _one_thread() -> None:
@@ -113,11 +112,20 @@ def _one_thread() -> None:
 
 
 def _render_all(settings: JobSettings, config: HeatmapConfig, poses: list[np.ndarray]) -> list[Any]:
-    """Maps of checked poses: the torch backend draws the whole shard in one batch on its device,
-    the others one sequence at a time (an exception is returned in place of a failed sequence)."""
-    if settings.backend == "torch":
-        return render_heatmaps_batch(poses, config, device=settings.device)
+    """Maps of the poses, an exception in place of a rejected one: the torch backend draws the
+    shard's valid sequences in one batch on its device, the others one sequence at a time."""
     out: list[Any] = []
+    if settings.backend == "torch":
+        valid = []
+        for pose in poses:
+            try:
+                validate_pose(pose, config)
+                valid.append(pose)
+                out.append(None)
+            except ValueError as exc:
+                out.append(exc)
+        drawn = iter(render_heatmaps_batch(valid, config, device=settings.device))
+        return [next(drawn) if item is None else item for item in out]
     for pose in poses:
         try:
             out.append(render_heatmaps(pose, config, backend=settings.backend))
@@ -138,7 +146,7 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
     loaded = []
     for source in record.sources:
         try:
-            loaded.append((source, *_read_one(settings, config, source, poses)))
+            loaded.append((source, *_read_one(settings, source, poses)))
         except (ValueError, OSError) as exc:
             record.errors.append({"source": source, "reason": str(exc)})
     for (source, key, _), heatmap in zip(loaded, _render_all(settings, config, [pose for _, _, pose in loaded])):
