@@ -21,10 +21,11 @@ step() {
 
 step machine nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 step torch "$py" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), 'bf16', torch.cuda.is_bf16_supported())"
-step tests "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_heatmap_parity.py tests/test_gpu.py
+step tests "$py" -m pytest -q -p no:cacheprovider -m gpu tests/test_heatmap_parity.py tests/test_gpu.py tests/test_heatmap_on_the_fly.py
 step renderers "$py" benchmarks/heatmap_throughput.py --sequences 64 --skip-ray --stages
 step model-step "$py" benchmarks/model_step.py --device cuda --amp --steps 10
 step train-throughput "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --sync-bn --steps 10
 step train-throughput-8-threads "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --steps 10 --input-threads 8
 step train-throughput-fp32 "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10
+step render-on-the-fly "$py" benchmarks/render_on_the_fly.py --device cuda
 exit $status

@@ -4,7 +4,12 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import tempfile
+import threading
+import time
+import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,10 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# Every process this test session starts (Ray's raylet, GCS and workers, drivers run as subprocesses, the clusters
+# of test_ray_jobs and test_two_nodes) inherits this mark; at the end, whatever still carries it is a leftover.
+SESSION_MARK = "RAY_GAIT_TEST_SESSION"
+os.environ[SESSION_MARK] = f"{os.getpid()}-{uuid.uuid4().hex}"
 
 DATA = Path(__file__).parent / "data"
 HEATMAP_FIXTURES = DATA / "opengait_heatmap"
@@ -40,6 +49,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Give SIGINT back its handler after every test (setup, call and teardown, fixtures of any scope).
+
+    Ray Train's `trainer.fit()`, run in the main thread, installs a SIGINT handler that closes over the run's
+    TrainController handle and leaves it installed after fit() returns: the controller (about 500 MB, and its
+    DatasetManager) then lives until the next fit() in this process or the session's end, and a Ctrl-C reaches
+    that finished controller instead of pytest.  Dropping the handler releases the handle, and Ray ends the actor.
+    """
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return (yield)
+    finally:
+        if (before is not None and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not before):
+            signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with 2 CPUs on 127.0.0.1, its own short temp dir; yields the GCS address."""
@@ -57,8 +84,164 @@ def ray_session():
     ray.data.DataContext.get_current().enable_progress_bars = False
     address = ray.get_runtime_context().gcs_address
     yield address
-    ray.shutdown()
+    _shutdown_ray(ray)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Processes seen below this one just before the session's Ray was shut down (pid -> start time): checked
+# again at the very end, since some (the dashboard's forkserver children) hide the session mark behind their title.
+_RAY_DESCENDANTS: dict[int, int] = {}
+
+
+def _shutdown_ray(ray) -> None:
+    """ray.shutdown() that waits for the processes ray.init started to exit, and reaps them.
+
+    A plain ray.shutdown() gives the raylet 1 s after SIGTERM and 1 s after SIGKILL, then returns without
+    reaping it if it is slower (a loaded CI machine): the raylet is left a zombie child of pytest.  Every Ray
+    worker decides that its raylet is alive with kill(RAY_RAYLET_PID, 0), which a zombie passes, so the
+    workers keep running; once pytest exits they belong to PID 1, and where PID 1 does not reap (a
+    container's `tail -f /dev/null`) they never end.
+    """
+    _RAY_DESCENDANTS.update(_descendants(os.getpid()))
+    node = getattr(ray._private.worker, "_global_node", None)
+    started = [info.process for infos in (getattr(node, "all_processes", None) or {}).values() for info in infos]
+    try:
+        ray.shutdown(wait_for_processes=True)
+    except TypeError:          # a Ray without wait_for_processes
+        ray.shutdown()
+    for process in started:    # Popen objects: wait() reaps (bounded: a process in D state is left to the sweep)
+        try:
+            process.wait(timeout=10)
+        except Exception:
+            pass
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time in clock ticks since boot) of a live process, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def _proc_title(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+    except OSError:
+        return "?"
+
+
+def _all_pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:            # no /proc (not Linux): nothing to sweep
+        return []
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """pid -> start time of every live process below root."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for pid in _all_pids():
+        stat = _proc_stat(pid)
+        if stat is not None:
+            children.setdefault(stat[1], []).append(pid)
+            starts[pid] = stat[2]
+    found, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found[pid] = starts[pid]
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _leftovers() -> dict[int, int]:
+    """pid -> start time of the live (non-zombie) processes this session started that are still running."""
+    me = os.getpid()
+    mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode()
+    found = {}
+    for pid in _all_pids():
+        if pid == me:
+            continue
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        if stat[1] == me and "from multiprocessing." in _proc_title(pid):
+            continue           # pytest's own resource tracker / forkserver: they end with pytest
+        if _RAY_DESCENDANTS.get(pid) == stat[2]:
+            found[pid] = stat[2]
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if mark in environ:
+            found[pid] = stat[2]
+    return found
+
+
+def _reap_children() -> None:
+    """Reap this process's exited children, so that nothing waits on a zombie of ours (see _shutdown_ray)."""
+    for pid in _all_pids():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] == os.getpid() and stat[0] == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _still_running(pids: dict[int, int]) -> dict[int, int]:
+    alive = {}
+    for pid, start in pids.items():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[2] == start and stat[0] not in ("Z", "X"):
+            alive[pid] = start
+    return alive
+
+
+def _signal(pids: dict[int, int], sig: int) -> None:
+    for pid, start in _still_running(pids).items():
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _wait_gone(pids: dict[int, int], timeout: float) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap_children()
+        alive = _still_running(pids)
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.2)
+
+
+class LeftoverProcessWarning(UserWarning):
+    """A process this test session started was still running at its end (and was killed)."""
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture is torn down: terminate whatever this session started that still runs, and say so."""
+    _reap_children()
+    # Ray's workers leave on their own within about a second of their raylet's end: give them that.
+    left = _wait_gone(_leftovers(), timeout=10.0)
+    if not left:
+        return
+    described = [f"pid {pid} (parent {(_proc_stat(pid) or ('', '?'))[1]}): {_proc_title(pid)}" for pid in left]
+    _signal(left, signal.SIGTERM)
+    left = _wait_gone(left, timeout=5.0)
+    _signal(left, signal.SIGKILL)
+    left = _wait_gone(left, timeout=5.0)
+    warnings.warn(LeftoverProcessWarning(
+        f"{len(described)} process(es) started by this test session outlived it and were terminated"
+        + (f" ({len(left)} could not be killed)" if left else "") + ":\n  " + "\n  ".join(described)))
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,13 @@ def test_missing_model_input_is_an_error_before_workers_start(synth_maps, tmp_pa
     assert "ray-gait link" in capsys.readouterr().err
 
 
+def test_too_few_classes_fail_on_the_driver_before_any_worker(synth_maps, tmp_path, capsys):
+    data, paired = synth_maps
+    assert main(_args(_overrides(data, paired, tmp_path, "few", **{"model_cfg.SeparateBNNecks.class_num": 3}))) == 1
+    assert "class_num 3 < 4 training ids" in capsys.readouterr().err
+    assert not (tmp_path / "few").exists(), "no Ray Train run was started"
+
+
 def test_loss_decreases(synth_maps, tmp_path):
     data, paired = synth_maps
     overrides = _overrides(data, paired, tmp_path, "learn", **{"trainer_cfg.total_iter": 24,
@@ -150,47 +157,57 @@ def test_worker_killed_mid_run_is_restarted_from_checkpoint(synth_maps, tmp_path
     assert _final_state(tmp_path, "killed")["iteration"] == 8
 
 
-def _one_step_grads(loop_config: dict) -> None:
-    """A Train worker: one DDP step through train_step; each rank saves its gradients."""
-    import ray.train
-    import ray.train.torch
-    from ray_gait.ray_layer.trainer import _decoded_rows
+def test_one_ddp_step_applies_the_mean_of_both_ranks_gradients(synth_maps, tmp_path):
+    """The project's own loop on 2 Ray Train workers against the same step done by hand without DDP:
+    each rank's share of the batch, its own gradients, their mean, one optimizer step."""
+    import copy
+    from ray_gait.data.split import make_reader, split_index
     from ray_gait.models import build_model
-    from ray_gait.training.data import BatchMaker, build_sequence_set
+    from ray_gait.training.data import BatchMaker
+    from ray_gait.training.loop import set_train_mode
     from ray_gait.training.losses import LossAggregator
-    from ray_gait.training.loop import train_step
-    from ray_gait.training.optim import build_optimizer
-    cfg = config_from_tree(loop_config["tree"], loop_config["source"])
-    ctx = ray.train.get_context()
-    torch.manual_seed(0)
-    data = build_sequence_set(_decoded_rows(ray.train.get_dataset_shard("train")), ("heatmap",))
-    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform, rank=ctx.get_world_rank(),
-                       world_size=ctx.get_world_size())
-    model = ray.train.torch.prepare_model(build_model(cfg.model_cfg))
-    train_step(model, LossAggregator(cfg.loss_cfg), build_optimizer(model, cfg.optimizer_cfg), None,
-               maker.make(0), ray.train.torch.get_device(), None)
-    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-    torch.save(grads, os.path.join(loop_config["out"], f"grads-{ctx.get_world_rank()}.pt"))
-
-
-def test_gradients_are_equal_across_ranks_after_a_step(synth_maps, tmp_path):
-    from ray.train import DataConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray_gait.ray_layer.trainer import _split_dataset
+    from ray_gait.training.optim import build_optimizer, build_scheduler
     data, paired = synth_maps
-    tree = apply_overrides(read_yaml(str(CONFIG)), _overrides(data, paired, tmp_path, "grads"))
-    cfg = config_from_tree(tree, str(CONFIG))
-    trainer = TorchTrainer(_one_step_grads, train_loop_config={"tree": tree, "source": str(CONFIG),
-                                                               "out": str(tmp_path)},
-                           scaling_config=ScalingConfig(num_workers=2),
-                           run_config=RunConfig(name="grads", storage_path=str(tmp_path / "runs")),
-                           datasets={"train": _split_dataset(cfg, ["id", "type", "view", "seq", "frames", "height",
-                                                                   "width", "heatmap"], "TRAIN_SET")},
-                           dataset_config=DataConfig(datasets_to_split=[]))
-    trainer.fit()
-    g0, g1 = torch.load(tmp_path / "grads-0.pt"), torch.load(tmp_path / "grads-1.pt")
-    assert g0.abs().sum() > 0
-    assert torch.allclose(g0, g1, rtol=1e-5, atol=1e-7)
+    # plain SGD: the update is proportional to the gradient (Adam's first step is lr * sign(g), which
+    # flips on gradients that are zero up to the all-reduce's rounding)
+    sgd = {"solver": "SGD", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+    overrides = _overrides(data, paired, tmp_path, "ddp", **{"trainer_cfg.total_iter": 1, "trainer_cfg.save_iter": 1,
+                                                             "trainer_cfg.log_iter": 1, "optimizer_cfg": sgd})
+    assert main(_args(overrides)) == 0
+    trained = _final_state(tmp_path, "ddp")
+    assert trained["iteration"] == 1
+    cfg = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), overrides), str(CONFIG))
+    reader = make_reader(cfg, split_index(cfg, "TRAIN_SET"))
+    torch.manual_seed(cfg.trainer_cfg.seed)
+    model = build_model(cfg.model_cfg)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    # What DDP must compute: the triplet loss over the global batch (each rank's embeddings, its own
+    # BatchNorm statistics) and the cross-entropy averaged over ranks, i.e. the aggregated loss of the
+    # concatenated outputs, differentiated through each rank's replica and summed.
+    replicas, outputs, labels = [copy.deepcopy(model) for _ in range(2)], [], []
+    for rank, replica in enumerate(replicas):
+        set_train_mode(replica, False)
+        x, y, lengths = BatchMaker(reader, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform,
+                                   seed=cfg.trainer_cfg.seed, rank=rank, world_size=2).make(0)
+        outputs.append(replica(x, lengths))
+        labels.append(y)
+    joined = type(outputs[0])(*(torch.cat(parts) for parts in zip(*outputs)))
+    total, _ = LossAggregator(cfg.loss_cfg)(joined, torch.cat(labels))
+    total.backward()
+    optimizer = build_optimizer(model, cfg.optimizer_cfg)
+    build_scheduler(optimizer, dict(cfg.scheduler_cfg, warmup_iter=cfg.trainer_cfg.warmup_iter), 1)
+    grads = [[p.grad for p in replica.parameters()] for replica in replicas]
+    for param, g0, g1 in zip(model.parameters(), *grads):
+        param.grad = g0 + g1
+    optimizer.step()
+    names = [name for name, _ in model.named_parameters()]
+    moved = 0
+    for name, param in zip(names, model.parameters()):
+        assert torch.allclose(trained["model"][name].float(), param.detach().float(), rtol=1e-4, atol=1e-6), name
+        moved += int(not torch.equal(param.detach(), initial[name]))
+    assert moved > len(names) // 2, "the step changed the weights"
+    assert max((g0 - g1).abs().max() for g0, g1 in zip(*grads)) > 1e-4, \
+        "the two ranks' shares give different gradients (else the check proves nothing)"
 
 
 def test_with_test_reports_rank1_at_save_iter(synth_maps, tmp_path):

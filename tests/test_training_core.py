@@ -177,3 +177,46 @@ def test_main_py_takes_the_seed_command_line():
     result = subprocess.run([sys.executable, str(ROOT / "jobs" / "main.py"), "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "--phase" in result.stdout and "--log_to_file" in result.stdout
+
+
+def test_the_worker_loop_runs_without_ray_and_resumes_from_its_own_checkpoint(tmp_path):
+    """`train_loop` in-process: reports at log_iter, a checkpoint at save_iter, and a run resumed from the
+    checkpoint it reported ends with the weights of the uninterrupted run."""
+    import shutil
+    from ray_gait.training.worker_loop import LoopContext, train_loop
+    cfg, maker = _tiny_setup(tmp_path)
+    from dataclasses import replace
+    cfg = replace(cfg, trainer_cfg=replace(cfg.trainer_cfg, total_iter=4, save_iter=2, log_iter=1,
+                                           enable_float16=False))
+    reports: list[tuple[int, bool]] = []
+
+    def report(metrics, folder):
+        reports.append((metrics["iteration"], folder is not None))
+        if folder is not None:
+            shutil.copytree(folder, tmp_path / f"ck{metrics['iteration']}", dirs_exist_ok=True)
+    straight = train_loop(cfg, {"note": "t"}, maker.source, {}, LoopContext(), report)
+    assert reports == [(1, False), (2, True), (3, False), (4, True)]
+    assert straight.iteration == 4
+    reports.clear()
+    resumed = train_loop(cfg, {"note": "t"}, maker.source, {}, LoopContext(resume_from=str(tmp_path / "ck2")), report)
+    assert reports == [(3, False), (4, True)]
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_a_checkpoint_restores_every_rng_it_saves(tmp_path):
+    import random
+    from ray_gait.training.state import rng_states, set_rng_states
+    np.random.seed(5)
+    random.seed(5)
+    torch.manual_seed(5)
+    np.random.standard_normal()                  # leaves a cached Gaussian in numpy's state
+    saved = rng_states()
+    first = (np.random.standard_normal(3), [random.random() for _ in range(3)], torch.rand(3))
+    np.random.seed(0)
+    random.seed(0)
+    torch.manual_seed(0)
+    torch.save(saved, tmp_path / "rng.pt")
+    set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    again = (np.random.standard_normal(3), [random.random() for _ in range(3)], torch.rand(3))
+    assert np.array_equal(first[0], again[0]) and first[1] == again[1] and torch.equal(first[2], again[2])

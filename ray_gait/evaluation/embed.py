@@ -1,32 +1,59 @@
-"""Test-phase embeddings of whole sequences (plain torch): one sequence per forward, as OpenGait."""
+"""Test-phase embeddings of whole sequences (plain torch): one sequence per forward, as OpenGait.
+
+The one way sequences are embedded: rank 0's evaluation during training, the Ray Data actors of
+`ray-gait test`, and notebooks all go through `SequenceEmbedder`.
+"""
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import os
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ray_gait.data.frames import FrameSampling, collate_frames
-from ray_gait.training.data import model_input
+from ray_gait.data.transforms import build_transform
+from ray_gait.training.config import TrainConfig
+from ray_gait.training.data import SequenceSource, model_input
+from ray_gait.training.loop import autocast_dtype
 
 
-def embed_sequence(model: nn.Module, arrays: list[np.ndarray], transforms: list, sampling: FrameSampling,
-                   device: torch.device, amp_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Inference embedding [E, p] float32 of one sequence (its maps, and silhouettes for ++)."""
-    batch = collate_frames([arrays], sampling, np.random.default_rng(0))
-    x = model_input(batch.inputs, transforms, torch.Generator().manual_seed(0)).to(device)
-    lengths = None if batch.seq_lengths is None else [int(v) for v in batch.seq_lengths]
-    context = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    with torch.no_grad(), context:
-        out = model(x, lengths)
-    return out.inference[0].float().cpu().numpy()
+class SequenceEmbedder:
+    """Embeds sequences of a source with the evaluator's frame sampling, transforms and precision."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.transforms = build_transform(cfg.evaluator_cfg.transform)
+        self.sampling = FrameSampling.from_config(cfg.evaluator_cfg.sampler)
+        self.amp = autocast_dtype(cfg.evaluator_cfg.enable_float16, device)
+
+    def embed(self, source: SequenceSource, i: int) -> np.ndarray:
+        """Inference embedding [E, p] float32 of sequence `i` (eval mode, no gradients)."""
+        batch = collate_frames([source.arrays(i)], self.sampling, np.random.default_rng(0))
+        x = model_input(source.model_arrays(batch.inputs), self.transforms, torch.Generator().manual_seed(0))
+        lengths = None if batch.seq_lengths is None else [int(v) for v in batch.seq_lengths]
+        context = torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+        net = self.model.module if hasattr(self.model, "module") else self.model
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad(), context:
+                out = net(x.to(self.device), lengths)
+        finally:
+            if was_training:
+                net.train()
+        return out.inference[0].float().cpu().numpy()
+
+    def embed_all(self, source: SequenceSource, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Embeddings [n, E, p] of `indices` (every sequence when None), in that order."""
+        chosen = range(len(source.labels)) if indices is None else indices
+        return np.stack([self.embed(source, int(i)) for i in chosen])
 
 
 def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
     """Load a ray_gait checkpoint (folder or state.pt) or an OpenGait one into `model`; returns info."""
-    import os
     from ray_gait.models import load_weights
     from ray_gait.training.state import STATE_FILE, read_state
     if os.path.isdir(path) or os.path.basename(path) == STATE_FILE:

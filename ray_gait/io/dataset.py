@@ -18,6 +18,7 @@ from ray_gait.io import fs
 MANIFEST = "_manifest.json"
 ERRORS = "errors.jsonl"
 KEY_COLUMNS = ("id", "type", "view", "seq", "source")
+ROW_GROUP_BYTES = 256 << 10
 
 HEATMAP_SCHEMA = pa.schema([
     ("id", pa.string()), ("type", pa.string()), ("view", pa.string()), ("seq", pa.string()),
@@ -55,10 +56,15 @@ def decode_silhouette(row: dict[str, Any]) -> np.ndarray:
 
 
 def write_parquet_atomic(loc: fs.Location, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    """Write rows as one Parquet file that appears only when complete."""
+    """Write rows as one Parquet file that appears only when complete.
+
+    Row groups hold about `ROW_GROUP_BYTES` (one sequence of maps each), so that training reads the
+    sequence its sampler draws without reading its neighbours (ray_gait.data.reader).
+    """
     table = pa.Table.from_pylist(rows, schema=schema)
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd", row_group_size=max(1, ROW_GROUP_BYTES // per_row))
     fs.write_bytes_atomic(loc, buffer.getvalue())
 
 

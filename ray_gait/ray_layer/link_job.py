@@ -115,7 +115,7 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
         else:
             target = fs.resolve(f"{out.path}.staging-{uuid.uuid4().hex[:8]}")
         good = checked.filter(lambda r: r["error"] == "").drop_columns(["error"])
-        good.write_parquet(target.uri, schema=PAIRED_SCHEMA, mode="overwrite")
+        good.write_parquet(target.uri, schema=PAIRED_SCHEMA, mode="overwrite", row_group_size=1)
         _report(target.uri, unmatched)
         write_json_atomic(target.join(MANIFEST), manifest)
         if target is not out:

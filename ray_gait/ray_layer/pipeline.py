@@ -17,7 +17,8 @@ from ray_gait.ray_layer.heatmap_job import run_heatmap_job
 from ray_gait.ray_layer.link_job import run_link_job
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.ray_layer.synth_job import run_synth_job
-from ray_gait.ray_layer.trainer import partition_splits, run_training
+from ray_gait.data.split import partition_splits
+from ray_gait.ray_layer.trainer import run_training
 from ray_gait.synth import SynthConfig
 from ray_gait.training.config import config_from_tree
 from ray_gait.training.data import needs_silhouettes

@@ -27,7 +27,8 @@ from ray_gait.io.dataset import write_json_atomic
 from ray_gait.ray_layer.heatmap_job import run_heatmap_job
 from ray_gait.ray_layer.link_job import run_link_job
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.ray_layer.trainer import check_training_config, make_trainer, partition_splits
+from ray_gait.data.split import partition_splits
+from ray_gait.ray_layer.trainer import check_training_config, make_trainer
 from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
 from ray_gait.training.data import needs_silhouettes
 from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_plot, trials_table
@@ -252,7 +253,9 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
     best = best_trial(rows, spec.mode)
     os.makedirs(sweep_dir, exist_ok=True)
     best_path = _write_best(spec, cfg, base_tree, best, sweep_dir, datasets) if best else None
-    image = rank1_plot(rows, spec.train_keys, spec.heatmap_keys, spec.metric)
+    drawn = [k for k in spec.train_keys if k.startswith("heatmap_cfg.")]      # maps drawn on the fly per trial
+    image = rank1_plot(rows, [k for k in spec.train_keys if k not in drawn] or drawn, spec.heatmap_keys + drawn,
+                       spec.metric)
     plot = None
     if image is not None:
         plot = os.path.join(sweep_dir, PLOT)

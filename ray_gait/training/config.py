@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ray_gait.heatmap.config import DEFAULT_CONFIG_PATH as DEFAULT_HEATMAP_PATH
+from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
 from ray_gait.yaml_config import ConfigError, apply_overrides, build_dataclass, read_yaml
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
@@ -26,7 +28,10 @@ class DataCfg:
 
     `val_ids` (ours): hold out the last N identities of TRAIN_SET (sorted) as a validation split,
     evaluated at every `save_iter` and reported as `val/rank1` (what Tune optimizes); a partition
-    with a `VAL_SET` list uses that list instead.
+    with a `VAL_SET` list uses that list instead.  `cache` (OpenGait's): keep every sequence read in
+    memory; otherwise each worker keeps at most `cache_mb` (ours) MiB of decoded sequences and reads
+    the rest when the sampler asks for them.  `silhouette_root` (ours): OpenGait's silhouette tree that
+    SkeletonGait++ pairs with poses when `dataset_root` holds poses (maps rendered on the fly).
     """
 
     dataset_name: str = "CASIA-B"
@@ -39,6 +44,8 @@ class DataCfg:
     data_in_use: list[bool] | None = None
     dataset_protocol: str | None = None
     val_ids: int = 0
+    cache_mb: float = 1024.0
+    silhouette_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class TrainConfig:
     trainer_cfg: TrainerCfg
     evaluator_cfg: EvaluatorCfg
     ray_cfg: RayCfg
+    heatmap_cfg: dict = field(default_factory=dict)
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,9 +147,20 @@ def config_from_tree(tree: Mapping[str, Any], source: str = "") -> TrainConfig:
         raise ConfigError(f"{source or 'config'}: {exc}") from None
     if cfg.ray_cfg.num_workers < 1:
         raise ConfigError(f"{source}: ray_cfg.num_workers must be >= 1")
+    try:
+        heatmap_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source or 'config'}: heatmap_cfg: {exc}") from None
+    if not cfg.data_cfg.cache_mb > 0:
+        raise ConfigError(f"{source}: data_cfg.cache_mb must be > 0, got {cfg.data_cfg.cache_mb}")
     if cfg.data_cfg.num_workers < 1:
         raise ConfigError(f"{source}: data_cfg.num_workers (batch-building threads per worker) must be >= 1")
     return cfg
+
+
+def heatmap_config(cfg: TrainConfig) -> HeatmapConfig:
+    """The maps a pose data set is rendered into: the packaged heatmap config under `heatmap_cfg`."""
+    return heatmap_config_from_dict(_merge(read_yaml(DEFAULT_HEATMAP_PATH), cfg.heatmap_cfg))
 
 
 def load_train_config(path: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""Training batches from in-memory sequences: P x K identities, frame sampling, transforms.
+"""Training batches from a sequence source: P x K identities, frame sampling, transforms.
 
 Plain numpy/torch.  Every batch is a pure function of (seed, rank, step), so a resumed run sees
 exactly the batches an uninterrupted one would, and prefetch threads can build the next batches
@@ -7,11 +7,12 @@ while the model trains on the current one.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from ray_gait.data.frames import FrameSampling, collate_frames
 from ray_gait.data.sampler import TripletSampler
 from ray_gait.data.transforms import build_transform, fuse_maps_and_silhouettes
 from ray_gait.io import fs
+
+log = logging.getLogger(__name__)
 
 MODEL_INPUTS = {"DeepGaitV2": ("heatmap",), "SkeletonGaitPP": ("heatmap", "silhouette")}
 
@@ -68,7 +71,7 @@ def split_ids(partition: dict[str, list[str]], val_ids: int = 0) -> dict[str, li
 
 @dataclass
 class SequenceSet:
-    """Sequences of one split held in memory: per sequence one array per input column."""
+    """Sequences held in memory (tests, benchmarks, notebooks): the source interface of `SequenceReader`."""
 
     columns: tuple[str, ...]
     inputs: list[list[np.ndarray]] = field(default_factory=list)
@@ -84,20 +87,25 @@ class SequenceSet:
         self.labels.append(str(row["id"]))
         self.keys.append((str(row["id"]), str(row["type"]), str(row["view"]), str(row["seq"])))
 
+    def arrays(self, i: int) -> list[np.ndarray]:
+        """Sequence `i` as aligned arrays [T, ...]."""
+        return self.inputs[i]
 
-def build_sequence_set(rows: Iterable[dict[str, Any]], columns: tuple[str, ...],
-                       ids: set[str] | None = None) -> SequenceSet:
-    """Collect rows (decoded, see ray_gait.io.dataset) whose id is in `ids` (all when None)."""
-    out = SequenceSet(columns)
-    for row in rows:
-        if ids is not None and str(row["id"]) not in ids:
-            continue
-        missing = [c for c in columns if c not in row]
-        if missing:
-            raise ValueError(f"the data set has no {', '.join(missing)} column (run `ray-gait link` to add "
-                             "silhouettes)" if "silhouette" in missing else f"the data set lacks {missing}")
-        out.add(row)
-    return out
+    def model_arrays(self, collated: list[np.ndarray]) -> list[np.ndarray]:
+        """Collated arrays are already what the model input is built from."""
+        return collated
+
+
+class SequenceSource(Protocol):
+    """What batches are built from: labels, and the arrays of a sequence when asked (SequenceSet, SequenceReader)."""
+
+    labels: list[str]
+
+    def arrays(self, i: int) -> list[np.ndarray]:
+        """Sequence `i` as aligned arrays [T, ...]."""
+
+    def model_arrays(self, collated: list[np.ndarray]) -> list[np.ndarray]:
+        """Collated sampled frames -> the arrays the model input is built from."""
 
 
 def model_input(arrays: list[np.ndarray | torch.Tensor], transforms: list, generator: torch.Generator) -> torch.Tensor:
@@ -109,32 +117,54 @@ def model_input(arrays: list[np.ndarray | torch.Tensor], transforms: list, gener
 
 
 class BatchMaker:
-    """This rank's share of training batch `step`: (input, labels, seq_lengths)."""
+    """This rank's share of training batch `step`: (input, labels, seq_lengths).
 
-    def __init__(self, data: SequenceSet, sampler_cfg: dict, transform_cfg: Any, seed: int = 0,
+    A sequence that cannot be read (`SequenceError`) is reported once and replaced, in every batch
+    that draws it, by the next readable sequence of the same identity; only an identity with no
+    readable sequence left stops the run.
+    """
+
+    def __init__(self, source: SequenceSource, sampler_cfg: dict, transform_cfg: Any, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
-        self.data = data
+        self.source = source
         self.seed, self.rank = seed, rank
-        self.sampler = TripletSampler(data.labels, sampler_cfg["batch_size"],
+        self.sampler = TripletSampler(source.labels, sampler_cfg["batch_size"],
                                       batch_shuffle=bool(sampler_cfg.get("batch_shuffle", False)),
                                       seed=seed, rank=rank, world_size=world_size)
         self.sampling = FrameSampling.from_config(sampler_cfg)
         self.transforms = build_transform(transform_cfg)
         self.class_of = {label: i for i, label in enumerate(self.sampler.label_set)}
+        self.bad: dict[int, str] = {}
 
     @property
     def num_classes(self) -> int:
         """Identities in the training split."""
         return len(self.sampler.label_set)
 
+    def _arrays(self, index: int) -> list[np.ndarray]:
+        """The arrays of `index`, or of the next readable sequence of its identity."""
+        from ray_gait.data.reader import SequenceError
+        same = self.sampler.indices_by_class[self.class_of[self.source.labels[index]]].tolist()
+        start = same.index(index)
+        for candidate in same[start:] + same[:start]:
+            if candidate in self.bad:
+                continue
+            try:
+                return self.source.arrays(candidate)
+            except SequenceError as exc:
+                self.bad[candidate] = str(exc)
+                log.warning("skipping a sequence that cannot be read: %s", exc)
+        raise ValueError(f"no readable sequence of identity {self.source.labels[index]} left: "
+                         + "; ".join(self.bad[i] for i in same))
+
     def make(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int] | None]:
         """The batch of `step` (deterministic in seed, rank and step)."""
         rng = np.random.default_rng([self.seed, self.rank, step])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         indices = self.sampler.batch(step)
-        batch = collate_frames([self.data.inputs[i] for i in indices], self.sampling, rng)
-        x = model_input(batch.inputs, self.transforms, generator)
-        labels = torch.tensor([self.class_of[self.data.labels[i]] for i in indices], dtype=torch.long)
+        batch = collate_frames([self._arrays(i) for i in indices], self.sampling, rng)
+        x = model_input(self.source.model_arrays(batch.inputs), self.transforms, generator)
+        labels = torch.tensor([self.class_of[self.source.labels[i]] for i in indices], dtype=torch.long)
         lengths = None if batch.seq_lengths is None else [int(v) for v in batch.seq_lengths]
         return x, labels, lengths
 

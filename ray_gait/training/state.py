@@ -41,8 +41,7 @@ def save_state(folder: str, state: TrainState, config: dict[str, Any]) -> str:
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict() if state.scaler is not None else {},
         "iteration": int(state.iteration),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-                "python": list(random.getstate()[1])},
+        "rng": rng_states(),
         "config": config,
     }
     path = os.path.join(folder, STATE_FILE)
@@ -50,6 +49,33 @@ def save_state(folder: str, state: TrainState, config: dict[str, Any]) -> str:
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def rng_states() -> dict[str, Any]:
+    """torch, numpy and Python global RNG states as plain data (loadable with weights_only=True)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "python": {"version": int(version), "state": list(internal), "gauss_next": gauss_next}}
+
+
+def set_rng_states(rng: dict[str, Any]) -> None:
+    """Restore what `rng_states` saved (older checkpoints saved only the key arrays: those are used as is)."""
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    saved = rng.get("numpy")
+    if isinstance(saved, dict):
+        np.random.set_state(("MT19937", np.asarray(saved["keys"], dtype=np.uint32), saved["pos"],
+                             saved["has_gauss"], saved["cached_gaussian"]))
+    elif saved:
+        np.random.set_state(("MT19937", np.asarray(saved, dtype=np.uint32), 624, 0, 0.0))
+    saved = rng.get("python")
+    if isinstance(saved, dict):
+        random.setstate((saved["version"], tuple(saved["state"]), saved["gauss_next"]))
+    elif saved:
+        random.setstate((3, tuple(saved), None))
 
 
 def read_state(folder_or_file: str) -> dict[str, Any]:
@@ -82,6 +108,4 @@ def restore_state(state: TrainState, saved: dict[str, Any], strict: bool = True,
     if state.scaler is not None and saved.get("scaler"):
         state.scaler.load_state_dict(saved["scaler"])
     state.iteration = int(saved["iteration"])
-    rng = saved.get("rng") or {}
-    if "torch" in rng:
-        torch.set_rng_state(rng["torch"])
+    set_rng_states(saved.get("rng") or {})
