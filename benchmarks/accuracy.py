@@ -6,6 +6,7 @@ and evaluates a hand-made pose baseline (normalized joint statistics, nearest ne
 same code on the same split.
 
     python benchmarks/accuracy.py --out bench-accuracy [--iters-pp 400] [--iters-sg 400] [--set key=value ...]
+        [--pp-from-poses]     # SkeletonGait++ also trained straight from poses, maps drawn on the fly
 """
 from __future__ import annotations
 
@@ -56,17 +57,26 @@ def main() -> None:
     parser.add_argument("--iters-sg", type=int, default=400, help="SkeletonGait iterations")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                         help="override a training config key of both models (repeatable)")
+    parser.add_argument("--pp-from-poses", action="store_true",
+                        help="also train SkeletonGait++ straight from the poses (maps drawn on the fly, silhouettes "
+                             "from the sil tree), same iterations, and compare it with training from rendered maps")
     args = parser.parse_args()
     extra = dict(parse_override(item) for item in args.set)
     rows = {}
     times = {}
-    for name, cfg, iters in (("SkeletonGait++", "skeletongait++_synth.yaml", args.iters_pp),
-                             ("SkeletonGait", "skeletongait_synth.yaml", args.iters_sg)):
+    data = os.path.abspath(os.path.join(args.out, "data"))
+    poses = {"data_cfg.dataset_root": os.path.join(data, "pose"), "data_cfg.silhouette_root": os.path.join(data, "sil"),
+             "trainer_cfg.save_name": "SkeletonGaitPP_synth_from_poses"}
+    runs = [("SkeletonGait++", "skeletongait++_synth.yaml", args.iters_pp, {}),
+            ("SkeletonGait", "skeletongait_synth.yaml", args.iters_sg, {})]
+    if args.pp_from_poses:
+        runs.insert(1, ("SkeletonGait++ (poses)", "skeletongait++_synth.yaml", args.iters_pp, poses))
+    for name, cfg, iters, inputs in runs:
         if iters <= 0:
             continue
         started = time.perf_counter()
         result = run_demo(args.out, ids=60, total_iter=iters, config=os.path.join(CONFIG_DIR, "skeletongait", cfg),
-                          overrides={"evaluator_cfg.enable_float16": False, **extra})
+                          overrides={"evaluator_cfg.enable_float16": False, **extra, **inputs})
         times[name] = time.perf_counter() - started
         rows[name] = result["metrics"]
     rows["pose baseline"] = baseline(os.path.join(args.out, "data"))
