@@ -242,10 +242,11 @@ def print_table(sizes: list[dict], table: dict[tuple[str, str, int], list[dict]]
                 cells.append((" / ".join(f"{r['peak_mib']:,}" for r in ok) or "-")
                              + (f" ({failed} failed)" if failed else ""))
                 secs.append(" / ".join(f"{r['seconds']:.0f}" for r in runs) or "-")
-                for r in ok:
-                    if r.get("worker_peak_rss_mib"):
-                        notes.append(f"{s['sequences']:,}: worker peak RSS {r['worker_peak_rss_mib']:,.0f} MiB, "
-                                     f"peak cache {r['worker_peak_cached_mib']:,.0f} MiB")
+                rss = [r["worker_peak_rss_mib"] for r in ok if r.get("worker_peak_rss_mib")]
+                cache = [r["worker_peak_cached_mib"] for r in ok if r.get("worker_peak_cached_mib") is not None]
+                if rss:
+                    notes.append(f"{s['sequences']:,} sequences: worker peak RSS {min(rss):,.0f}-{max(rss):,.0f} MiB, "
+                                 f"reader cache peak {min(cache):,.0f}-{max(cache):,.0f} MiB")
             a, b = good[first["ids"]], good[last["ids"]]
             if a and b:
                 growth = median(b) - median(a)
