@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import re
@@ -42,6 +43,14 @@ PEAK_LINE = re.compile(r"peak PSS of the process tree: (\d+) MiB \(exit (-?\d+)\
 WORKER_RSS = re.compile(r"'worker/peak_rss_mib': ([\d.]+)")
 WORKER_CACHE = re.compile(r"'data/peak_cached_mib': ([\d.]+)")
 SEQUENCES_PER_ID_VIEW = 8   # nm-01..04, bg-01..02, cl-01..02
+
+
+def code_fingerprint() -> str:
+    """sha1 (10 hex digits) of every ray_gait/*.py: which code a figure was measured with (the tree is not committed)."""
+    digest = hashlib.sha1()
+    for path in sorted((ROOT / "ray_gait").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def environment() -> dict[str, str]:
@@ -286,6 +295,8 @@ def main() -> None:
     parser.add_argument("--report", action="store_true",
                         help="run nothing: print the table of every run in --work/results.json "
                         "with the same --set")
+    parser.add_argument("--code", default="", help="with --report: only runs of these code fingerprints "
+                        "(comma-separated; printed by every run)")
     args = parser.parse_args()
     args.sources = [s for s in args.sources.split(",") if s]
     args.commands = [c for c in args.commands.split(",") if c]
@@ -304,17 +315,19 @@ def main() -> None:
     saved = json.loads(results_path.read_text()) if results_path.exists() else []
     if args.report:
         for entry in saved:
-            if entry.get("overrides", []) == args.set:
+            if entry.get("overrides", []) == args.set and (not args.code or entry.get("code") in args.code.split(",")):
                 table.setdefault((entry["command"], entry["source"], entry["ids"]), []).append(entry)
         print_table(sizes, table, args)
         return
+    code = code_fingerprint()
+    print(f"ray_gait code {code}", flush=True)
     runs = [(source, info) for _ in range(args.repeat) for source in args.sources for info in sizes]
     for source, info in runs:
         for command, result in run_pair(info, source, work, args).items():
             table.setdefault((command, source, info["ids"]), []).append(result)
             saved.append({"command": command, "source": source, "ids": info["ids"],
                           "sequences": info["sequences"], "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                          "overrides": args.set, **result})
+                          "overrides": args.set, "code": code, **result})
             results_path.write_text(json.dumps(saved, indent=1))
     print_table(sizes, table, args)
 

@@ -1,4 +1,10 @@
-"""YAML plumbing shared by every config: `${a.b}` references, `key.path=value` overrides, typed sections."""
+"""YAML plumbing shared by every config: `${a.b}` references, `key.path=value` overrides, typed sections.
+
+Config files come from other people (OpenGait's configs, sweep files, `--set` values), so the loader
+holds against files made to exhaust memory: YAML anchors and aliases (`&a` / `*a`) are refused (a few
+hundred bytes of nested aliases expand to billions of values; no config of this project or of
+OpenGait uses them), and `${...}` references may produce at most `MAX_RESOLVED_NODES` values in all.
+"""
 from __future__ import annotations
 
 import copy
@@ -14,16 +20,46 @@ import yaml
 
 T = TypeVar("T")
 _REFERENCE = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
+# How many values (mappings, lists and scalars) `${...}` references may expand a config to: real
+# configs hold a few hundred; a chain of references to big lists would otherwise multiply.
+MAX_RESOLVED_NODES = 100_000
 
 
 class ConfigError(ValueError):
     """A config key is unknown, missing, or has a value of the wrong type."""
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors and aliases before they are composed."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose one node; an alias or an anchored node raises ConfigError with its line."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            sign = "*" if isinstance(event, yaml.AliasEvent) else "&"
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML anchors and aliases "
+                              f"({sign}{event.anchor}) are not allowed in configs; write the values out")
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str, where: str = "") -> Any:
+    """Parse YAML text without anchors or aliases; every failure is a ConfigError naming `where`."""
+    label = f"{where}: " if where else ""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}{exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}not valid YAML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{label}YAML nested too deeply") from None
+
+
 def read_yaml(path: str) -> dict:
-    """Load a YAML mapping from a local file (safe loader)."""
+    """Load a YAML mapping from a local file (safe loader, no anchors or aliases)."""
     with open(path, "r", encoding="utf-8") as handle:
-        data = yaml.safe_load(handle)
+        text = handle.read()
+    data = load_yaml_text(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -40,9 +76,18 @@ def _lookup(tree: Mapping, dotted: str) -> Any:
     return node
 
 
-def resolve_references(tree: dict) -> dict:
-    """Replace every string value `${section.key}` by the value it names (references may chain)."""
+def resolve_references(tree: dict, max_nodes: int = MAX_RESOLVED_NODES) -> dict:
+    """Replace every string value `${section.key}` by the value it names (references may chain).
+
+    Raises ConfigError once the result would hold more than `max_nodes` values.
+    """
+    produced = 0
+
     def resolve(value: Any, seen: tuple[str, ...]) -> Any:
+        nonlocal produced
+        produced += 1
+        if produced > max_nodes:
+            raise ConfigError(f"${{...}} references expand the config to more than {max_nodes} values")
         if isinstance(value, dict):
             return {k: resolve(v, seen) for k, v in value.items()}
         if isinstance(value, list):
@@ -66,7 +111,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else None
+    return key, load_yaml_text(raw, f"override {key}") if raw.strip() else None
 
 
 def apply_overrides(tree: dict, overrides: Mapping[str, Any] | None) -> dict:
@@ -142,6 +187,35 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported field type {tp}")
 
 
+def _refuse_unknown(data: Mapping, valid: list[str], label: str) -> None:
+    unknown = sorted({str(key) for key in data} - set(valid))
+    if unknown:
+        raise ConfigError(f"{label}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+
+
+def _nested_dataclass(tp: Any) -> Any:
+    """The dataclass a field holds (directly or as `X | None`), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [option for option in typing.get_args(tp) if dataclasses.is_dataclass(option)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def check_keys(cls: type, data: Any, where: str = "") -> None:
+    """Reject unknown keys of a (nested) dataclass's mapping, looking at no value (run before `${...}` expansion)."""
+    if not isinstance(data, Mapping):
+        return
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    _refuse_unknown(data, names, where or cls.__name__)
+    for name in names:
+        nested = _nested_dataclass(hints[name])
+        if nested is not None and name in data:
+            check_keys(nested, data[name], f"{where}.{name}" if where else name)
+
+
 def build_dataclass(cls: type[T], data: Any, where: str = "") -> T:
     """Build a (nested) dataclass from a mapping, rejecting unknown keys and wrong types by key path."""
     label = where or cls.__name__
@@ -151,9 +225,7 @@ def build_dataclass(cls: type[T], data: Any, where: str = "") -> T:
         raise ConfigError(f"{label}: expected a mapping, found {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{label}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}")
+    _refuse_unknown(data, list(fields), label)
     kwargs = {}
     for name, field in fields.items():
         key_path = f"{where}.{name}" if where else name

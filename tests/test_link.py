@@ -58,6 +58,14 @@ def test_parquet_pairs_and_report(trees, tmp_path, capsys):
                  "--output_path", str(out), "--max-unmatched", "3"]) == 0
     assert "up to date" in capsys.readouterr().out
     assert len(list(read_dataset(str(out)))) == 2
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["kind"] == "paired"
+    (out / "_manifest.json").write_text(json.dumps(dict(manifest, inputs_hash="stale")))
+    (out / "left_over.txt").write_text("from the previous run")
+    assert main(["link", "--heatmap_data_path", str(maps), "--silhouette_data_path", str(sils),
+                 "--output_path", str(out), "--max-unmatched", "3"]) == 0
+    assert not (out / "left_over.txt").exists() and len(list(read_dataset(str(out)))) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("paired")) == ["paired"]
 
 
 def test_unmatched_beyond_limit_fails(trees, tmp_path, capsys):
@@ -88,7 +96,7 @@ def test_unsafe_keys_never_become_paths():
     entries = [HeatmapEntry(("..", "nm", "000"), "s", 3), HeatmapEntry(("a", "nm", "000"), "s", 3)]
     plan = plan_pairs(entries, {("..", "nm", "000"): ["/x"], ("a", "nm", "000"): ["/y"]})
     assert [e.key for e, _ in plan.pairs] == [("a", "nm", "000")]
-    assert "unsafe" in plan.unmatched[0]["reason"]
+    assert "not a safe path component" in plan.unmatched[0]["reason"]
 
 
 def test_symlink_needs_pkl_heatmaps(ray_session, tmp_path, fixture_poses, capsys):

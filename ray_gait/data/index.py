@@ -9,7 +9,9 @@ A data set root is one of:
 
 The index holds one small `SequenceRef` per sequence (a Parquet part, row group and row, or a file),
 so its size grows with the number of sequences, not with their frames.  Workers read the arrays
-themselves, when the sampler needs them (`ray_gait.data.reader`).
+themselves, when the sampler needs them (`ray_gait.data.reader`).  A Parquet row whose shape columns
+cannot be a sequence (0 frames, a dimension of 0 or less) is refused here with its reason
+(`SplitIndex.refused`), so that it reaches neither training nor evaluation.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 KINDS = ("maps", "paired", "pose")
 INDEX_THREADS = 16
+# Shape columns of the data set schemas: a row declaring one of them 0 or less is refused when indexed.
+SHAPE_COLUMNS = ("frames", "height", "width", "joints", "sil_frames", "sil_height", "sil_width")
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,18 @@ class SequenceRef:
 
 @dataclass(frozen=True)
 class SplitIndex:
-    """The sequences of one split, sorted by key, and what could not be paired (poses + silhouettes)."""
+    """The sequences of one split, sorted by key, and those left out, each with a reason.
+
+    `unpaired`: what could not be paired (poses + silhouettes); `refused`: rows whose shape columns
+    cannot be a sequence (0 frames, a dimension of 0 or less).
+    """
 
     kind: str
     root: str
     refs: tuple[SequenceRef, ...]
     dataset_name: str = ""
     unpaired: tuple[dict, ...] = field(default_factory=tuple)
+    refused: tuple[dict, ...] = field(default_factory=tuple)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -104,27 +113,45 @@ def dataset_kind(root: str) -> str:
                             "and no pose pkl tree (<id>/<type>/<view>/<seq>.pkl)")
 
 
-def _part_refs(root: fs.Location, name: str) -> list[SequenceRef]:
-    """The sequences of one Parquet part: key columns and row-group positions only."""
+def shape_problem(row: dict) -> str | None:
+    """Why a row's declared shape columns cannot be a sequence (0 frames, a dimension <= 0), or None."""
+    if row.get("frames") == 0 or row.get("sil_frames") == 0:
+        return "empty sequence (0 frames)"
+    for name in SHAPE_COLUMNS:
+        value = row.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{name} must be a positive integer, got {value!r}"
+    return None
+
+
+def _part_refs(root: fs.Location, name: str) -> tuple[list[SequenceRef], list[tuple[SequenceRef, str]]]:
+    """The sequences of one Parquet part (key and shape columns, row-group positions), and those refused, why."""
     part = root.join(name)
     handle = pq.ParquetFile(part.path, filesystem=root.fs)
-    keys = handle.read(columns=["id", "type", "view", "seq"]).to_pydict()
-    refs, start = [], 0
+    shapes = [column for column in SHAPE_COLUMNS if column in handle.schema_arrow.names]
+    cols = handle.read(columns=["id", "type", "view", "seq", *shapes]).to_pydict()
+    refs, refused, start = [], [], 0
     for group in range(handle.metadata.num_row_groups):
         rows = handle.metadata.row_group(group).num_rows
         for row in range(rows):
             i = start + row
-            refs.append(SequenceRef(str(keys["id"][i]), str(keys["type"][i]), str(keys["view"][i]),
-                                    str(keys["seq"][i]), part.uri, group, row))
+            ref = SequenceRef(str(cols["id"][i]), str(cols["type"][i]), str(cols["view"][i]),
+                              str(cols["seq"][i]), part.uri, group, row)
+            problem = shape_problem({column: cols[column][i] for column in shapes})
+            if problem is None:
+                refs.append(ref)
+            else:
+                refused.append((ref, f"{part.uri} (row group {group}, row {row}): {problem}"))
         start += rows
-    return refs
+    return refs, refused
 
 
-def _parquet_refs(root: str) -> list[SequenceRef]:
+def _parquet_refs(root: str) -> tuple[list[SequenceRef], list[tuple[SequenceRef, str]]]:
     loc = fs.resolve(root)
     names = parquet_files(root)
     with ThreadPoolExecutor(max_workers=min(INDEX_THREADS, max(1, len(names)))) as pool:
-        return [ref for refs in pool.map(lambda n: _part_refs(loc, n), names) for ref in refs]
+        found = list(pool.map(lambda n: _part_refs(loc, n), names))
+    return [ref for refs, _ in found for ref in refs], [item for _, refused in found for item in refused]
 
 
 def _pkl_refs(root: str, dataset_name: str) -> list[SequenceRef]:
@@ -149,11 +176,18 @@ def build_index(root: str, ids: set[str] | list[str], *, dataset_name: str = "",
     """The index of the sequences of `root` whose identity is in `ids` (see the module docstring)."""
     kind = dataset_kind(root)
     wanted = {str(i) for i in ids}
+    bad: list[tuple[SequenceRef, str]] = []
     if kind == "pose" and not is_pose_dataset(root) and not parquet_files(root):
         refs = _pkl_refs(root, dataset_name)
     else:
-        refs = _parquet_refs(root)
+        refs, bad = _parquet_refs(root)
     refs = [ref for ref in refs if ref.id in wanted]
+    refused = [{"key": "/".join(ref.full_key), "source": ref.file, "reason": reason}
+               for ref, reason in bad if ref.id in wanted]
+    for item in refused[:5]:
+        log.warning("refused %s: %s", item["key"], item["reason"])
+    if refused:
+        log.warning("%d sequence(s) of %s refused: their shape columns cannot be a sequence", len(refused), root)
     unpaired: list[dict] = []
     if needs_silhouettes:
         if kind == "maps":
@@ -169,4 +203,4 @@ def build_index(root: str, ids: set[str] | list[str], *, dataset_name: str = "",
             if unpaired:
                 log.warning("%d sequence folder(s) of %s could not be paired with silhouettes", len(unpaired), root)
     refs.sort(key=lambda r: r.full_key)
-    return SplitIndex(kind, root, tuple(refs), dataset_name, tuple(unpaired))
+    return SplitIndex(kind, root, tuple(refs), dataset_name, tuple(unpaired), tuple(refused))

@@ -52,6 +52,15 @@ class SequenceError(ValueError):
     """A sequence that cannot be used (unreadable, malformed, or its two halves disagree)."""
 
 
+def require_frames(arrays: list[np.ndarray]) -> None:
+    """Raise ValueError unless every array of a sequence has at least one frame (a 0-frame sequence is refused)."""
+    if not arrays:
+        raise ValueError("no arrays")
+    for array in arrays:
+        if array.ndim == 0 or array.shape[0] == 0:
+            raise ValueError(f"empty sequence (0 frames, shape {array.shape})")
+
+
 class SequenceReader:
     """The arrays of an index's sequences, read on demand (thread-safe; see the module docstring)."""
 
@@ -94,6 +103,7 @@ class SequenceReader:
         ref = self.index.refs[i]
         try:
             arrays = self._load(ref)
+            require_frames(arrays)
         except (ValueError, OSError, KeyError) as exc:
             raise SequenceError(f"{ref.file}{f' (row group {ref.row_group}, row {ref.row})' if ref.row_group >= 0 else ''}"
                                 f": {exc}") from exc

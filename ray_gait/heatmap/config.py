@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from ray_gait.yaml_config import (ConfigError, apply_overrides, build_dataclass, config_hash,
+from ray_gait.yaml_config import (ConfigError, apply_overrides, build_dataclass, check_keys, config_hash,
                                   read_yaml, resolve_references)
 
 DEFAULT_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "heatmap.yaml")
@@ -107,7 +107,11 @@ def _validate(cfg: HeatmapConfig) -> None:
 
 
 def heatmap_config_from_dict(tree: Mapping[str, Any]) -> HeatmapConfig:
-    """Build a HeatmapConfig from a YAML tree whose `${...}` references are still unresolved."""
+    """Build a HeatmapConfig from a YAML tree whose `${...}` references are still unresolved.
+
+    Unknown keys are refused before any reference is expanded.
+    """
+    check_keys(HeatmapConfig, tree)
     cfg = build_dataclass(HeatmapConfig, resolve_references(dict(tree)))
     _validate(cfg)
     return cfg
@@ -116,8 +120,8 @@ def heatmap_config_from_dict(tree: Mapping[str, Any]) -> HeatmapConfig:
 def load_heatmap_config(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> HeatmapConfig:
     """Load configs/heatmap.yaml (or OpenGait's pretreatment_heatmap.yaml), with dotted overrides."""
     source = path or DEFAULT_CONFIG_PATH
+    tree = read_yaml(source)
     try:
-        tree = apply_overrides(read_yaml(source), overrides)
-        return heatmap_config_from_dict(tree)
+        return heatmap_config_from_dict(apply_overrides(tree, overrides))
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None

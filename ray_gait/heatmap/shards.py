@@ -21,13 +21,14 @@ from ray_gait.heatmap.pipeline import render_heatmaps, render_heatmaps_batch, va
 from ray_gait.io import fs
 from ray_gait.io.dataset import HEATMAP_SCHEMA, heatmap_row, read_json, write_json_atomic, write_parquet_atomic
 from ray_gait.io.safe_pickle import loads_arrays
-from ray_gait.pose.io import pose_from_object, read_pose_rows, sequence_key
+from ray_gait.pose.io import decode_pose, pose_from_object, read_pose_rows, sequence_key
 
 log = logging.getLogger(__name__)
 
 SHARD_DIR = "_shards"
 PKL_DIR = "pkl"
 FORMATS = ("parquet", "pkl", "both")
+KEY_PARTS = ("id", "type", "view", "seq")
 
 
 @dataclass(frozen=True)
@@ -83,21 +84,34 @@ def load_shard_record(out_root: str, name: str) -> ShardRecord | None:
     return ShardRecord(**read_json(loc))
 
 
-def _dataset_poses(settings: JobSettings, shard: dict[str, Any]) -> dict[str, Any]:
-    """The poses of a shard read from a Parquet pose data set, by source (empty for a pkl tree)."""
+def _dataset_rows(settings: JobSettings, shard: dict[str, Any]) -> dict[str, Any]:
+    """(Parquet part, row) of each source of a shard read from a Parquet pose data set (empty for a pkl tree)."""
     if not settings.pose_dataset:
         return {}
     wanted = [(str(part), int(number)) for part, number in zip(shard["pose_parts"], shard["pose_rows"])]
-    rows = read_pose_rows(settings.pose_root, wanted)
-    return {str(source): row["pose"] for source, row in zip(shard["sources"], rows)}
+    rows = read_pose_rows(settings.pose_root, wanted, decode=False)
+    return {str(source): (part, row) for source, row, (part, _) in zip(shard["sources"], rows, wanted)}
 
 
-def _read_one(settings: JobSettings, source: str, poses: dict[str, Any]) -> tuple[dict, np.ndarray]:
-    """The key and the pose of one source (ValueError / OSError say what is wrong)."""
+def checked_key(source: str, row: dict[str, Any] | None = None, origin: str = "") -> dict[str, str]:
+    """The key of a source, its id / type / view / seq (and the row's, if given) checked as safe file names."""
+    if row is not None:
+        for name in KEY_PARTS:
+            fs.safe_component(row.get(name), f"{name} from {origin or 'the pose data set'}")
     key = asdict(sequence_key(source))
+    for name in KEY_PARTS:
+        fs.safe_component(key[name], f"{name} of {source}")
+    return key
+
+
+def _read_one(settings: JobSettings, source: str, dataset_rows: dict[str, Any]) -> tuple[dict, np.ndarray]:
+    """The key and the pose of one source (ValueError / OSError say what is wrong)."""
     if settings.pose_dataset:
-        pose = pose_from_object(poses[source])
+        part, row = dataset_rows[source]
+        key = checked_key(source, row, part)
+        pose = pose_from_object(decode_pose(row))
     else:
+        key = checked_key(source)
         raw = fs.read_bytes(fs.resolve(settings.pose_root).join(source))
         pose = pose_from_object(loads_arrays(raw), settings.dataset_name)
     return key, pose
@@ -142,11 +156,11 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
     out = fs.resolve(settings.out_root)
     record = ShardRecord(name=shard["name"], sources=list(shard["sources"]))
     rows = []
-    poses = _dataset_poses(settings, shard)
+    dataset_rows = _dataset_rows(settings, shard)
     loaded = []
     for source in record.sources:
         try:
-            loaded.append((source, *_read_one(settings, source, poses)))
+            loaded.append((source, *_read_one(settings, source, dataset_rows)))
         except (ValueError, OSError) as exc:
             record.errors.append({"source": source, "reason": str(exc)})
     for (source, key, _), heatmap in zip(loaded, _render_all(settings, config, [pose for _, _, pose in loaded])):

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from ray_gait.ingest.formats import GREW, PKL
+from ray_gait.io import fs
 
 _OUMVLP_FOLDER = re.compile(r"^(\d{3})_(\d{2})$")
 _NUMBER = re.compile(r"(\d+)")
@@ -43,6 +44,24 @@ class RawSequence:
     def key(self) -> str:
         """`<id>/<type>/<view>/<seq>`."""
         return f"{self.id}/{self.type}/{self.view}/{self.seq}"
+
+
+def check_key(seq: RawSequence) -> RawSequence:
+    """The sequence, or ValueError when its id / type / view / seq cannot name output folders and files."""
+    for name in ("id", "type", "view", "seq"):
+        fs.safe_component(getattr(seq, name), f"{name} of {seq.source}")
+    return seq
+
+
+def _safe_only(sequences: list[RawSequence], errors: list[dict[str, str]]) -> list[RawSequence]:
+    """The sequences whose keys are safe file names; an error for each of the others."""
+    kept = []
+    for seq in sequences:
+        try:
+            kept.append(check_key(seq))
+        except ValueError as exc:
+            errors.append({"source": seq.source, "reason": str(exc)})
+    return kept
 
 
 def natural_key(name: str) -> tuple:
@@ -87,7 +106,7 @@ def group_sequences(files: list[str], fmt: str) -> tuple[list[RawSequence], list
     """Sequences (sorted by key) of a format's files, and an error per file or folder no layout fits."""
     errors: list[dict[str, str]] = []
     if fmt == PKL:
-        return _pkl_sequences(files, errors), errors
+        return _safe_only(_pkl_sequences(files, errors), errors), errors
     groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for name in files:
         key = _folder_key(name.split("/"), fmt)
@@ -107,7 +126,7 @@ def group_sequences(files: list[str], fmt: str) -> tuple[list[RawSequence], list
             continue
         ordered = tuple(sorted(names, key=lambda n: natural_key(posixpath.basename(n))))
         sequences.append(RawSequence(sid, typ, view, view, folders.pop(), ordered))
-    return sorted(sequences, key=lambda s: s.key), errors
+    return sorted(_safe_only(sequences, errors), key=lambda s: s.key), errors
 
 
 def _pkl_sequences(files: list[str], errors: list[dict[str, str]]) -> list[RawSequence]:

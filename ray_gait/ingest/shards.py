@@ -23,7 +23,7 @@ import numpy as np
 from ray_gait.heatmap.shards import PKL_DIR, ShardRecord, plan_shards, shard_record_location
 from ray_gait.ingest.formats import (PKL, SELECTION_INDEX, FrameError, frame_key, load_selection_index,
                                      load_sequence_pkl, parse_frame)
-from ray_gait.ingest.layout import RawSequence
+from ray_gait.ingest.layout import RawSequence, check_key
 from ray_gait.ingest.tracking import TrackingConfig, select_track
 from ray_gait.io import fs
 from ray_gait.io.dataset import read_json, write_json_atomic, write_parquet_atomic
@@ -133,6 +133,8 @@ def _forced_choices(seq: RawSequence, frames: list[list], selection: dict[str, i
 def build_sequence(seq: RawSequence, fmt: str, read: Callable[[str], bytes], config: IngestConfig,
                    selection: dict[str, int] | None = None) -> BuiltSequence:
     """Parse a sequence's files, pick the subject per frame, and stack a float32 (T, V, 3) pose."""
+    if not seq.files:
+        return BuiltSequence(None, [_error(seq.source, seq, "empty sequence: no frame files (0 frames)")])
     if fmt == PKL:
         try:
             return BuiltSequence(load_sequence_pkl(read(seq.files[0])))
@@ -199,6 +201,12 @@ def ingest_shard(shard: dict[str, Any], settings: IngestSettings) -> dict[str, A
     joints: Counter = Counter()
     rows = []
     for seq in sequences:
+        try:
+            check_key(seq)
+        except ValueError as exc:
+            record.errors.append(_error(seq.source, seq, exc))
+            record.rejected += 1
+            continue
         selection = _selection_for(settings, seq, record)
         built = build_sequence(seq, settings.fmt, lambda rel: fs.read_bytes(root.join(rel)), config, selection)
         record.errors.extend(built.errors)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import unicodedata
 import uuid
 from dataclasses import dataclass
+from typing import Iterator
 
 import pyarrow.fs as pafs
 
@@ -51,15 +53,79 @@ def is_dir(loc: Location) -> bool:
     return loc.fs.get_file_info(loc.path).type == pafs.FileType.Directory
 
 
-def list_files(root: Location, depth: int | None = None, pattern: str = "*") -> list[str]:
-    """Sorted paths relative to `root` of the files `depth` levels down whose name matches `pattern`."""
+MAX_COMPONENT_BYTES = 255
+
+
+def _component_problem(name: object) -> str | None:
+    """Why a string cannot be one path component, or None when it can."""
+    if not isinstance(name, str):
+        return f"not a string ({type(name).__name__})"
+    if name in ("", ".", ".."):
+        return "empty, '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator"
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        return "it contains a NUL or other control character"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    if size > MAX_COMPONENT_BYTES:
+        return f"{size} bytes long (at most {MAX_COMPONENT_BYTES})"
+    return None
+
+
+def safe_component(name: str, what: str) -> str:
+    """Return `name` when it is one harmless path component, else raise ValueError saying why (`what` names it)."""
+    problem = _component_problem(name)
+    if problem is not None:
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else f"{name[:60]!r}..."
+        raise ValueError(f"{what}: {shown} is not a safe path component: {problem}")
+    return name
+
+
+def _walk_local(top: str, follow_links: bool, max_depth: int | None) -> Iterator[str]:
+    """Relative paths of the files below a local folder, each real folder entered once (no symlink loops).
+
+    Symlinks to files are always listed; symlinks to folders are entered when `follow_links`, except a
+    folder already entered by another path (a link to `..`, a cycle of links).  Folders deeper than
+    `max_depth` levels are not entered.
+    """
+    seen: set[tuple[int, int]] = set()
+    pending = [(top, "", 0)]
+    while pending:
+        folder, rel, level = pending.pop()
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name, reverse=True)
+        for entry in entries:
+            child = f"{rel}{entry.name}"
+            if entry.is_file():
+                yield child
+            elif entry.is_dir(follow_symlinks=follow_links) and (max_depth is None or level + 1 < max_depth):
+                pending.append((entry.path, f"{child}/", level + 1))
+
+
+def _walk_remote(root: Location) -> Iterator[str]:
+    """Relative paths of the objects below a folder of an object store (no symlinks there)."""
     infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True, allow_not_found=False))
     prefix = root.path.rstrip("/") + "/"
-    found = []
     for info in infos:
-        if info.type != pafs.FileType.File or not info.path.startswith(prefix):
-            continue
-        rel = info.path[len(prefix):]
+        if info.type == pafs.FileType.File and info.path.startswith(prefix):
+            yield info.path[len(prefix):]
+
+
+def list_files(root: Location, depth: int | None = None, pattern: str = "*") -> list[str]:
+    """Sorted paths relative to `root` of the files `depth` levels down whose name matches `pattern`.
+
+    Local folders are walked through symlinks (OpenGait's paired trees are links), each real folder once.
+    """
+    walk = _walk_local(root.path, True, depth) if root.is_local else _walk_remote(root)
+    found = []
+    for rel in walk:
         parts = rel.split("/")
         if depth is not None and len(parts) != depth:
             continue
@@ -68,10 +134,31 @@ def list_files(root: Location, depth: int | None = None, pattern: str = "*") -> 
     return sorted(found)
 
 
-def read_bytes(loc: Location) -> bytes:
-    """Read a whole file."""
+# No input file of a gait data set comes near this (a 1,000-frame 128 x 88 silhouette pickle is 11 MiB);
+# a bigger one is refused before it is read into memory.
+MAX_READ_BYTES = 512 * 2**20
+
+
+class FileTooLargeError(OSError):
+    """A file is larger than a reader accepts."""
+
+
+_READ_CHUNK = 8 * 2**20
+
+
+def read_bytes(loc: Location, limit: int = MAX_READ_BYTES) -> bytes:
+    """Read a whole file of at most `limit` bytes; FileTooLargeError (an OSError) for a bigger one."""
+    too_large = FileTooLargeError(f"{loc.uri}: larger than {limit} bytes, the most an input file may have")
+    if loc.is_local and os.stat(loc.path).st_size > limit:
+        raise too_large
+    chunks, total = [], 0
     with loc.fs.open_input_stream(loc.path) as stream:
-        return stream.read()
+        while chunk := stream.read(min(_READ_CHUNK, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise too_large
+    return b"".join(chunks)
 
 
 def makedirs(loc: Location) -> None:
@@ -108,9 +195,10 @@ def remove_temporaries(root: Location) -> int:
     if not exists(root):
         return 0
     removed = 0
-    for info in root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True)):
-        name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.File and name.startswith(".") and ".tmp-" in name:
-            root.fs.delete_file(info.path)
+    walk = _walk_local(root.path, False, None) if root.is_local else _walk_remote(root)
+    for rel in list(walk):
+        name = posixpath.basename(rel)
+        if name.startswith(".") and ".tmp-" in name:
+            root.fs.delete_file(root.join(rel).path)
             removed += 1
     return removed

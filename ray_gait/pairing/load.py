@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ray_gait.io import fs
-from ray_gait.io.dataset import decode_heatmap
+from ray_gait.io.dataset import check_nonempty, decode_heatmap
 from ray_gait.io.safe_pickle import loads_arrays
 
 
@@ -15,10 +15,12 @@ def load_silhouette(uri: str) -> np.ndarray:
     """A silhouette sequence (T, H, W) uint8 through the restricted loader."""
     arr = loads_arrays(fs.read_bytes(fs.resolve(uri)))
     if not isinstance(arr, np.ndarray) or arr.ndim != 3:
-        raise ValueError(f"silhouettes must be a (T, H, W) array, got {getattr(arr, 'shape', type(arr).__name__)}")
+        raise ValueError(f"{uri}: silhouettes must be a (T, H, W) array, "
+                         f"got {getattr(arr, 'shape', type(arr).__name__)}")
+    check_nonempty(arr, f"silhouettes of {uri}")
     if arr.dtype != np.uint8:
         if arr.dtype.kind not in "fiu" or arr.min() < 0 or arr.max() > 255:
-            raise ValueError(f"silhouettes must be uint8 gray levels, got dtype {arr.dtype}")
+            raise ValueError(f"{uri}: silhouettes must be uint8 gray levels, got dtype {arr.dtype}")
         arr = arr.astype(np.uint8)
     return arr
 
@@ -27,7 +29,9 @@ def load_heatmap_pkl(uri: str) -> np.ndarray:
     """A heatmap sequence (T, 2, H, W) uint8 from OpenGait's pkl tree."""
     arr = loads_arrays(fs.read_bytes(fs.resolve(uri)))
     if not isinstance(arr, np.ndarray) or arr.ndim != 4 or arr.shape[1] != 2 or arr.dtype != np.uint8:
-        raise ValueError(f"heatmaps must be uint8 (T, 2, H, W), got {getattr(arr, 'shape', type(arr).__name__)}")
+        raise ValueError(f"{uri}: heatmaps must be uint8 (T, 2, H, W), "
+                         f"got {getattr(arr, 'shape', type(arr).__name__)}")
+    check_nonempty(arr, f"heatmaps of {uri}")
     return arr
 
 
@@ -41,6 +45,8 @@ def paired_row(base: dict[str, Any], heatmap: np.ndarray, sil: np.ndarray) -> di
     """The SPEC 4 row of a pair, or ValueError when the frame counts differ."""
     if heatmap.shape[0] != sil.shape[0]:
         raise ValueError(f"frame count differs (heatmap {heatmap.shape[0]}, silhouette {sil.shape[0]})")
+    check_nonempty(heatmap, f"heatmap of {base.get('source')}")
+    check_nonempty(sil, f"silhouettes of {base.get('source')}")
     row = dict(base)
     row.update(frames=heatmap.shape[0], height=heatmap.shape[2], width=heatmap.shape[3],
                heatmap=np.ascontiguousarray(heatmap).tobytes(), sil_frames=sil.shape[0],

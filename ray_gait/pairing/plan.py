@@ -39,13 +39,6 @@ class PairPlan:
     unmatched: list[dict[str, str]] = field(default_factory=list)
 
 
-def safe_component(part: str, what: str) -> str:
-    """Refuse a path component that could leave the output folder ('..', '/', absolute, empty)."""
-    if not part or part in (".", "..") or "/" in part or "\\" in part or part.startswith("~") or "\x00" in part:
-        raise ValueError(f"unsafe {what} {part!r} in a path")
-    return part
-
-
 def _key_text(key: Key) -> str:
     return "/".join(key)
 
@@ -84,17 +77,49 @@ def index_silhouettes(root: str, ext: str = ".pkl") -> dict[Key, list[str]]:
     return found
 
 
+def declared_frames_problem(entry: HeatmapEntry) -> str | None:
+    """Why an entry whose frame count is known (a Parquet row) cannot be paired (0 frames, ...), or None."""
+    frames = getattr(entry, "frames", None)
+    if frames is None:
+        return None
+    if frames == 0:
+        return "empty sequence (0 frames)"
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+        return f"frames must be a positive integer, got {frames!r}"
+    return None
+
+
+def _origin(entry: HeatmapEntry) -> str:
+    """The file an entry came from: a HeatmapEntry's Parquet part or pkl, or a SequenceRef's file (data.index)."""
+    return (getattr(entry, "parquet", None) or getattr(entry, "pkl", None) or getattr(entry, "file", None)
+            or "the heatmaps")
+
+
+def _where(entry: HeatmapEntry) -> str:
+    place = f"{entry.parquet}, row {entry.row}" if getattr(entry, "parquet", None) else getattr(entry, "pkl", None)
+    return f"heatmap {entry.seq}" + (f" ({place})" if place else "")
+
+
 def plan_pairs(heatmaps: list[HeatmapEntry], silhouettes: dict[Key, list[str]]) -> PairPlan:
-    """Pair each (id, type, view) folder's first heatmap with its first silhouette file."""
+    """Pair each (id, type, view) folder's first heatmap with its first silhouette file.
+
+    A heatmap whose declared frame count is 0 (or not a positive integer) is reported and not paired.
+    """
     plan = PairPlan()
     by_key: dict[Key, list[HeatmapEntry]] = defaultdict(list)
+    refused: set[Key] = set()
     for entry in heatmaps:
+        problem = declared_frames_problem(entry)
+        if problem is not None:
+            plan.unmatched.append({"key": _key_text(entry.key), "reason": f"{_where(entry)}: {problem}"})
+            refused.add(entry.key)
+            continue
         by_key[entry.key].append(entry)
     for key in sorted(by_key):
         entries = sorted(by_key[key], key=lambda e: e.seq)
         try:
             for part, what in zip(key, ("id", "type", "view")):
-                safe_component(part, what)
+                fs.safe_component(part, f"{what} from {_origin(entries[0])}")
         except ValueError as exc:
             plan.unmatched.append({"key": _key_text(key), "reason": str(exc)})
             continue
@@ -104,7 +129,7 @@ def plan_pairs(heatmaps: list[HeatmapEntry], silhouettes: dict[Key, list[str]]) 
         plan.pairs.append((entries[0], silhouettes[key][0]))
         for extra in entries[1:]:
             plan.unmatched.append({"key": _key_text(key), "reason": f"extra heatmap {extra.seq} in the same folder"})
-    for key in sorted(set(silhouettes) - set(by_key)):
+    for key in sorted(set(silhouettes) - set(by_key) - refused):
         name = posixpath.basename(silhouettes[key][0])
         plan.unmatched.append({"key": _key_text(key), "reason": f"silhouette without heatmap ({name})"})
     return plan

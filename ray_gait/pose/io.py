@@ -14,13 +14,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ray_gait.io import fs
-from ray_gait.io.dataset import KEY_COLUMNS, MANIFEST, parquet_files, read_json
+from ray_gait.io.dataset import (KEY_COLUMNS, MANIFEST, array_from_bytes, check_nonempty, parquet_files, read_json,
+                                 row_source)
 from ray_gait.io.safe_pickle import loads_arrays
 
 # Data sets whose pose files need a rule of their own (names as OpenGait's --dataset_name).
 SUSTECH_NAMES = frozenset({"sustech1k", "sustech-1k"})
 GREW_NAMES = frozenset({"grew"})
 GREW_LEADING_COLUMNS = 2
+# The longest pose sequence accepted (about 55 minutes at 30 fps; gait sequences hold tens to a few
+# hundred frames): a longer one is refused before it is copied, so that a file cannot declare an
+# array that takes gigabytes once converted (and then rendered into maps).
+MAX_POSE_FRAMES = 100_000
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,21 @@ def pose_from_object(obj: object, dataset_name: str = "") -> np.ndarray:
         arr = arr[:, GREW_LEADING_COLUMNS:].reshape(arr.shape[0], -1, 3)
     if arr.ndim != 3:
         raise ValueError(f"expected a (T, V, 3) pose array, got shape {arr.shape}")
+    _check_pose_shape(arr.shape)
     return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def _check_pose_shape(shape: tuple[int, ...]) -> None:
+    """Refuse 0 frames, more than MAX_POSE_FRAMES, 0 joints or 0 values per joint."""
+    frames, joints, values = shape
+    if frames == 0:
+        raise ValueError("empty sequence (0 frames)")
+    if frames > MAX_POSE_FRAMES:
+        raise ValueError(f"{frames} frames, more than the {MAX_POSE_FRAMES} accepted (pose.io.MAX_POSE_FRAMES)")
+    if joints == 0:
+        raise ValueError(f"no joints (shape {shape})")
+    if values == 0:
+        raise ValueError(f"no values per joint (shape {shape})")
 
 
 def load_pose(path: str, dataset_name: str = "") -> np.ndarray:
@@ -95,6 +114,7 @@ def pose_row(key: dict[str, str], pose: np.ndarray) -> dict[str, Any]:
     """A Parquet row of a pose sequence: key columns plus the float32 (T, V, 3) pose bytes."""
     if pose.ndim != 3 or pose.shape[2] != 3:
         raise ValueError(f"pose must be (T, V, 3), got {pose.shape}")
+    check_nonempty(pose, f"pose of {key.get('source')}")
     row = {name: key[name] for name in KEY_COLUMNS}
     row.update(frames=pose.shape[0], joints=pose.shape[1],
                pose=np.ascontiguousarray(pose, dtype=np.float32).tobytes())
@@ -102,12 +122,10 @@ def pose_row(key: dict[str, str], pose: np.ndarray) -> dict[str, Any]:
 
 
 def decode_pose(row: dict[str, Any]) -> np.ndarray:
-    """The (frames, joints, 3) float32 array of a pose row."""
-    shape = (int(row["frames"]), int(row["joints"]), 3)
-    data = row["pose"]
-    if len(data) != 4 * shape[0] * shape[1] * shape[2]:
-        raise ValueError(f"pose of {row.get('source')} holds {len(data)} bytes, not float32 {shape}")
-    return np.frombuffer(data, dtype=np.float32).reshape(shape)
+    """The (frames, joints, 3) float32 array of a pose row; ValueError naming the row for a wrong shape or size."""
+    shape = (row.get("frames"), row.get("joints"), 3)
+    return array_from_bytes(row.get("pose"), np.float32, shape, ("frames", "joints", "values"),
+                            f"pose of {row_source(row)}")
 
 
 def is_pose_dataset(root: str) -> bool:
@@ -124,25 +142,54 @@ def pose_source(row: dict[str, Any]) -> str:
     return f"{row['id']}/{row['type']}/{row['view']}/{row['seq']}.pkl"
 
 
-def pose_dataset_index(root: str, dataset_name: str = "") -> dict[str, tuple[str, int]]:
-    """Map `<id>/<type>/<view>/<seq>.pkl` of every row of a pose data set to (Parquet part, row number)."""
+def declared_shape_problem(row: dict[str, Any]) -> str | None:
+    """Why a pose row's declared `frames` / `joints` cannot be a sequence (0, negative, too long), or None."""
+    frames, joints = row.get("frames"), row.get("joints")
+    if frames == 0:
+        return "empty sequence (0 frames)"
+    for name, value in (("frames", frames), ("joints", joints)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{name} must be a positive integer, got {value!r}"
+    if frames > MAX_POSE_FRAMES:
+        return f"{frames} frames, more than the {MAX_POSE_FRAMES} accepted (pose.io.MAX_POSE_FRAMES)"
+    return None
+
+
+def pose_dataset_index(root: str, dataset_name: str = "",
+                       refused: list[dict[str, str]] | None = None) -> dict[str, tuple[str, int]]:
+    """Map `<id>/<type>/<view>/<seq>.pkl` of every row of a pose data set to (Parquet part, row number).
+
+    A row whose declared shape cannot be a sequence (`declared_shape_problem`, e.g. 0 frames) is left
+    out and appended to `refused` as {"source", "reason"}; without `refused` it raises ValueError.
+    """
     loc = fs.resolve(root)
     pattern = pose_file_pattern(dataset_name)
     index: dict[str, tuple[str, int]] = {}
     for part in parquet_files(root):
-        table = pq.read_table(loc.join(part).path, filesystem=loc.fs, columns=["id", "type", "view", "seq"])
+        table = pq.read_table(loc.join(part).path, filesystem=loc.fs,
+                              columns=["id", "type", "view", "seq", "frames", "joints"])
         for number, row in enumerate(table.to_pylist()):
             source = pose_source(row)
             if not fnmatch.fnmatchcase(posixpath.basename(source), pattern):
                 continue
             if source in index:
                 raise ValueError(f"{root}: sequence {source} appears twice ({index[source][0]}, {part})")
+            problem = declared_shape_problem(row)
+            if problem is not None:
+                if refused is None:
+                    raise ValueError(f"{root}: {source} ({part}, row {number}): {problem}")
+                refused.append({"source": source, "reason": f"{part}, row {number}: {problem}"})
+                continue
             index[source] = (part, number)
     return index
 
 
-def read_pose_rows(root: str, wanted: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Rows (pose decoded) of a pose data set, given as (Parquet part, row number), in that order."""
+def read_pose_rows(root: str, wanted: list[tuple[str, int]], decode: bool = True) -> list[dict[str, Any]]:
+    """Rows of a pose data set, given as (Parquet part, row number), in that order, `pose` decoded.
+
+    With `decode=False` the `pose` bytes are left as they are: the caller decodes each row with
+    `decode_pose`, so that one malformed row fails alone.
+    """
     loc = fs.resolve(root)
     by_part: dict[str, list[int]] = {}
     for part, number in wanted:
@@ -151,7 +198,8 @@ def read_pose_rows(root: str, wanted: list[tuple[str, int]]) -> list[dict[str, A
     for part, numbers in by_part.items():
         table = pq.read_table(loc.join(part).path, filesystem=loc.fs).take(numbers)
         for number, row in zip(numbers, table.to_pylist()):
-            row["pose"] = decode_pose(row)
+            if decode:
+                row["pose"] = decode_pose(row)
             found[(part, number)] = row
     return [found[item] for item in wanted]
 

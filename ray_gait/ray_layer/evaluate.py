@@ -6,7 +6,6 @@ and the CMC curves.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ from ray_gait.evaluation.metrics import distances, first_positive_rank
 from ray_gait.evaluation.plots import cmc_plot, view_heatmap
 from ray_gait.heatmap.preview import write_png
 from ray_gait.io import fs
-from ray_gait.io.dataset import write_json_atomic
+from ray_gait.io.dataset import read_json, write_json_atomic
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.training.config import TrainConfig, resolve_path
@@ -70,6 +69,23 @@ def find_checkpoint(cfg: TrainConfig, explicit: str | None) -> str:
     return (matching or found)[-1][1]
 
 
+def condition_plot_name(cond: str, where: str) -> str:
+    """The file name of a condition's Rank-1 plot; ValueError when the condition cannot be part of a file name."""
+    fs.safe_component(cond, f"condition name from {where}")
+    return fs.safe_component(f"rank1_views_{cond}.png", f"plot file name of a condition from {where}")
+
+
+def check_protocol_conditions(cfg: TrainConfig) -> None:
+    """Refuse, before any work, a protocol JSON whose condition names cannot name plot files."""
+    if cfg.evaluator_cfg.eval_func != "evaluate_protocol":
+        return
+    path = protocol_kwargs(cfg)["protocol"]
+    spec = read_json(fs.resolve(path))
+    probes = spec.get("probes") if isinstance(spec, dict) else None
+    for cond in probes if isinstance(probes, dict) else {}:
+        condition_plot_name(cond, path)
+
+
 def cmc_curves(emb: np.ndarray, labels: np.ndarray, types: np.ndarray, views: np.ndarray, protocol: dict,
                metric: str) -> dict[str, list[float]]:
     """Cross-view CMC (%) per condition of a protocol JSON, ranks 1..20."""
@@ -112,6 +128,7 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
                    workers: int | None = None) -> dict[str, Any]:
     """Embed the test split with Ray Data actors and evaluate it; returns the metrics dict."""
     started = time.perf_counter()
+    check_protocol_conditions(cfg)
     weights = find_checkpoint(cfg, checkpoint)
     index = split_index(cfg, "TEST_SET")
     count = len(index)
@@ -139,13 +156,12 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
                "sequences": int(count), "seconds": time.perf_counter() - started}
     plots = []
     for cond, grid in metrics["view_matrices"].items():
-        path = os.path.join(out_dir, f"rank1_views_{cond}.png")
+        path = os.path.join(out_dir, condition_plot_name(cond, cfg.evaluator_cfg.eval_func))
         write_png(fs.resolve(path), view_heatmap(grid["rank1"], grid["probe_views"], grid["gallery_views"],
                                                  f"{cond}: Rank-1 (%) per probe x gallery view"))
         plots.append(path)
     if cfg.evaluator_cfg.eval_func == "evaluate_protocol":
-        with open(protocol_kwargs(cfg)["protocol"], "r", encoding="utf-8") as handle:
-            spec = json.load(handle)
+        spec = read_json(fs.resolve(protocol_kwargs(cfg)["protocol"]))
         curves = cmc_curves(emb, keys["id"], keys["type"], keys["view"], spec, cfg.evaluator_cfg.metric)
         metrics["cmc"] = curves
         if curves:

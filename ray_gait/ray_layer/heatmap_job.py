@@ -109,10 +109,15 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
             raise ValueError(f"--device cuda renders with the torch backend, not --backend {backend}")
         backend = "torch"
     started = time.perf_counter()
-    out = fs.resolve(save_root).join(output_name(dataset_name, config, ext_name))
+    name = fs.safe_component(output_name(dataset_name, config, ext_name), "output folder (--dataset_name, --ext_name)")
+    out = fs.resolve(save_root).join(name)
     from_dataset = is_pose_dataset(pose_data_path)
-    index = pose_dataset_index(pose_data_path, dataset_name) if from_dataset else {}
+    refused: list[dict[str, str]] = []
+    index = pose_dataset_index(pose_data_path, dataset_name, refused) if from_dataset else {}
     sources = sorted(index) if from_dataset else list_pose_files(pose_data_path, dataset_name)
+    if not sources and refused:
+        raise ValueError(f"every sequence of {pose_data_path} was refused, e.g. {refused[0]['source']}: "
+                         f"{refused[0]['reason']}")
     if not sources:
         raise ValueError(f"no pose files found below {pose_data_path} (expected <id>/<type>/<view>/<seq>.pkl "
                          "or a pose data set written by `ray-gait ingest`)")
@@ -151,7 +156,7 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) did not finish, e.g. {missing[0]}; run the command again")
     finished = [records[s["name"]] for s in shards]
-    errors = [err for rec in finished for err in rec.errors]
+    errors = refused + [err for rec in finished for err in rec.errors]
     fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
                                                     for err in errors).encode("utf-8"))
     manifest: dict[str, Any] = {

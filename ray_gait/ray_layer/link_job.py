@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import shutil
 import time
 import uuid
@@ -17,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 import ray.data
 
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 
 REPORT = "link_report.jsonl"
 LINK_FORMATS = ("parquet", "symlink")
+LINK_KIND = "paired"                       # `kind` in the manifest of what link writes
+LEGACY_LINK_KEYS = ("heatmap_data_path", "silhouette_data_path", "inputs_hash")   # link manifests before `kind`
 
 
 @dataclass
@@ -76,12 +80,67 @@ def _link(target: str, link: str, relative: bool) -> None:
     os.replace(tmp, link)
 
 
+def link_manifest(out: fs.Location) -> dict[str, Any] | None:
+    """The manifest of a previous link output in `out`, or None when `out` holds no such manifest."""
+    loc = out.join(MANIFEST)
+    if not fs.exists(loc):
+        return None
+    try:
+        found = json.loads(fs.read_bytes(loc))
+    except (ValueError, OSError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    if found.get("kind") == LINK_KIND or (found.get("kind") is None and all(k in found for k in LEGACY_LINK_KEYS)):
+        return found
+    return None
+
+
+def _entries(out: fs.Location) -> list[str]:
+    """Names of what a folder holds (first level only)."""
+    if out.is_local:
+        return sorted(os.listdir(out.path))
+    infos = out.fs.get_file_info(pafs.FileSelector(out.path, recursive=False))
+    return sorted(posixpath.basename(info.path) for info in infos)
+
+
+def check_output_folder(out: fs.Location) -> None:
+    """Refuse an --output_path that link must not replace: anything but nothing, an empty folder or its own output."""
+    if out.is_local and os.path.islink(out.path):
+        raise ValueError(f"--output_path {out.uri} is a symbolic link; give the folder itself (link replaces "
+                         "only a folder that holds its own previous output)")
+    if not fs.exists(out):
+        return
+    if not fs.is_dir(out):
+        raise ValueError(f"--output_path {out.uri} is a file, not a folder; nothing was changed")
+    entries = _entries(out)
+    if not entries or link_manifest(out) is not None:
+        return
+    raise ValueError(f"--output_path {out.uri} is not empty and holds no output of `ray-gait link` (no {MANIFEST} "
+                     f"with \"kind\": \"{LINK_KIND}\"; it holds e.g. {entries[0]!r}); link replaces only its own "
+                     "previous output: choose a new or empty folder. Nothing was deleted")
+
+
+def _replace_local(staging: str, out: str) -> None:
+    """Put a finished staging folder in the place of `out` (a previous link output, or nothing)."""
+    if os.path.lexists(out):
+        check_output_folder(fs.resolve(out))
+        trash = f"{out}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, trash)
+        os.replace(staging, out)
+        shutil.rmtree(trash)
+        return
+    os.replace(staging, out)
+
+
 def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path: str, sil_ext: str = ".pkl",
                  fmt: str = "parquet", relative: bool = False) -> LinkSummary:
     """Pair heatmaps and silhouettes into `output_path` (Parquet data set or symlink tree)."""
     if fmt not in LINK_FORMATS:
         raise ValueError(f"unknown --format {fmt!r}: use one of {', '.join(LINK_FORMATS)}")
     started = time.perf_counter()
+    out = fs.resolve(output_path)
+    check_output_folder(out)
     kind, heatmaps = index_heatmaps(heatmap_data_path, prefer_pkl=fmt == "symlink")
     silhouettes = index_silhouettes(silhouette_data_path, sil_ext)
     if not heatmaps:
@@ -92,13 +151,12 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
     if fmt == "symlink" and kind != "pkl":
         raise ValueError("--format symlink needs OpenGait's pkl tree of heatmaps "
                          "(run `ray-gait heatmap --format pkl` or `both`)")
-    out = fs.resolve(output_path)
     signature = config_hash({"heatmaps": [(e.key, e.seq, e.frames) for e in heatmaps],
                              "silhouettes": sorted((k, v) for k, v in silhouettes.items()), "format": fmt,
                              "relative": relative})
     manifest_loc = out.join(MANIFEST)
-    if fs.exists(manifest_loc) and json.loads(fs.read_bytes(manifest_loc)).get("inputs_hash") == signature:
-        found = json.loads(fs.read_bytes(manifest_loc))
+    found = link_manifest(out)
+    if found is not None and found.get("inputs_hash") == signature:
         log.info("%s is up to date with its inputs; nothing to do", out.uri)
         return LinkSummary(out.uri, found["paired"], found["unmatched"], time.perf_counter() - started, True)
     log.info("%d heatmaps (%s), %d silhouette folders: %d pairs to check, %d unmatched so far",
@@ -107,8 +165,9 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
     failed = checked.filter(lambda r: r["error"] != "").select_columns(["id", "type", "view", "error"]).take_all()
     unmatched = plan.unmatched + [{"key": f"{r['id']}/{r['type']}/{r['view']}", "reason": r["error"]} for r in failed]
     paired = checked.count() - len(failed)
-    manifest = {"heatmap_data_path": heatmap_data_path, "silhouette_data_path": silhouette_data_path,
-                "format": fmt, "paired": paired, "unmatched": len(unmatched), "inputs_hash": signature}
+    manifest = {"kind": LINK_KIND, "heatmap_data_path": heatmap_data_path,
+                "silhouette_data_path": silhouette_data_path, "format": fmt, "paired": paired,
+                "unmatched": len(unmatched), "inputs_hash": signature}
     if fmt == "parquet":
         if not out.is_local:
             target = out
@@ -119,11 +178,7 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
         _report(target.uri, unmatched)
         write_json_atomic(target.join(MANIFEST), manifest)
         if target is not out:
-            if os.path.exists(out.path):
-                trash = f"{out.path}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(out.path, trash)
-                shutil.rmtree(trash)
-            os.replace(target.path, out.path)
+            _replace_local(target.path, out.path)
     else:
         if not out.is_local:
             raise ValueError("--format symlink needs a local --output_path")

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from ray_gait.heatmap.config import DEFAULT_CONFIG_PATH as DEFAULT_HEATMAP_PATH
 from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
+from ray_gait.io import fs
 from ray_gait.yaml_config import ConfigError, apply_overrides, build_dataclass, read_yaml
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
@@ -147,6 +148,7 @@ def config_from_tree(tree: Mapping[str, Any], source: str = "") -> TrainConfig:
         raise ConfigError(f"{source or 'config'}: {exc}") from None
     if cfg.ray_cfg.num_workers < 1:
         raise ConfigError(f"{source}: ray_cfg.num_workers must be >= 1")
+    check_save_names(cfg)
     try:
         heatmap_config(cfg)
     except ConfigError as exc:
@@ -156,6 +158,15 @@ def config_from_tree(tree: Mapping[str, Any], source: str = "") -> TrainConfig:
     if cfg.data_cfg.num_workers < 1:
         raise ConfigError(f"{source}: data_cfg.num_workers (batch-building threads per worker) must be >= 1")
     return cfg
+
+
+def check_save_names(cfg: TrainConfig) -> None:
+    """ConfigError unless both save_names are single folder names (runs live in `<storage>/<save_name>`)."""
+    for section in ("trainer_cfg", "evaluator_cfg"):
+        try:
+            fs.safe_component(getattr(cfg, section).save_name, f"{section}.save_name")
+        except ValueError as exc:
+            raise ConfigError(f"{cfg.source or 'config'}: {exc}") from None
 
 
 def heatmap_config(cfg: TrainConfig) -> HeatmapConfig:

@@ -119,7 +119,7 @@ def model_input(arrays: list[np.ndarray | torch.Tensor], transforms: list, gener
 class BatchMaker:
     """This rank's share of training batch `step`: (input, labels, seq_lengths).
 
-    A sequence that cannot be read (`SequenceError`) is reported once and replaced, in every batch
+    A sequence that cannot be read (`SequenceError`) or holds 0 frames is reported once and replaced, in every batch
     that draws it, by the next readable sequence of the same identity; only an identity with no
     readable sequence left stops the run.
     """
@@ -150,12 +150,27 @@ class BatchMaker:
             if candidate in self.bad:
                 continue
             try:
-                return self.source.arrays(candidate)
+                return self._checked(candidate)
             except SequenceError as exc:
                 self.bad[candidate] = str(exc)
                 log.warning("skipping a sequence that cannot be read: %s", exc)
         raise ValueError(f"no readable sequence of identity {self.source.labels[index]} left: "
                          + "; ".join(self.bad[i] for i in same))
+
+    def _checked(self, index: int) -> list[np.ndarray]:
+        """The arrays of sequence `index`; SequenceError when it cannot be read or has 0 frames."""
+        from ray_gait.data.reader import SequenceError, require_frames
+        arrays = self.source.arrays(index)
+        try:
+            require_frames(arrays)
+        except ValueError as exc:
+            raise SequenceError(f"sequence {self._name(index)}: {exc}") from None
+        return arrays
+
+    def _name(self, index: int) -> str:
+        """The key of sequence `index` when the source has keys, else its identity."""
+        keys = getattr(self.source, "keys", None)
+        return "/".join(keys[index]) if keys else str(self.source.labels[index])
 
     def make(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[int] | None]:
         """The batch of `step` (deterministic in seed, rank and step)."""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ray_gait.heatmap.config import HeatmapConfig, load_heatmap_config
+from ray_gait.io import fs
 from ray_gait.yaml_config import ConfigError, build_dataclass, read_yaml
 
 DEFAULT_SEARCH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "tune", "lr_sigma.yaml")
@@ -108,6 +109,17 @@ def _check_distribution(key: str, value: Any) -> tuple[str, Any]:
     return kind, args
 
 
+def _check_names(spec: SearchSpec, source: str) -> None:
+    """ConfigError unless the sweep's name (its folder, and `<name>_best`) and data set name are single file names."""
+    try:
+        fs.safe_component(spec.name, "name (the sweep's folder)")
+        fs.safe_component(f"{spec.name}_best", "name + '_best' (the best trial's run)")
+        if spec.data is not None:
+            fs.safe_component(spec.data.dataset_name, "data.dataset_name (part of the heatmap folder's name)")
+    except ValueError as exc:
+        raise ConfigError(f"{source or 'search space'}: {exc}") from None
+
+
 def search_spec_from_dict(tree: Mapping[str, Any], source: str = "") -> SearchSpec:
     """Type and check a sweep tree: unknown keys, distributions, heatmap keys and their data source."""
     if "space" not in tree or not isinstance(tree["space"], Mapping) or not tree["space"]:
@@ -124,6 +136,7 @@ def search_spec_from_dict(tree: Mapping[str, Any], source: str = "") -> SearchSp
         raise ConfigError(f"{source}: scheduler.type must be asha or fifo, found {spec.scheduler.type!r}")
     if spec.num_samples < 1:
         raise ConfigError(f"{source}: num_samples must be >= 1")
+    _check_names(spec, source)
     if spec.heatmap_keys and (spec.data is None or not spec.data.pose_data_path):
         raise ConfigError(f"{source}: searching {', '.join(spec.heatmap_keys)} needs data.pose_data_path "
                           "(the poses each heatmap config is rendered from)")
