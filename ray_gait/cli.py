@@ -280,8 +280,9 @@ def run_test(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.evaluator_cfg.save_name, "test")
     metrics = run_evaluation(cfg, tree, out, checkpoint=args.checkpoint, workers=args.workers)
     print(format_table(metrics))
-    print(f"test: {metrics['sequences']} sequences, {metrics['seconds']:.1f} s -> {out}/metrics.json; plots: "
-          + ", ".join(metrics["plots"]))
+    left_out = f" ({len(metrics['unreadable'])} unreadable, left out: see metrics.json)" if metrics["unreadable"] else ""
+    print(f"test: {metrics['sequences']} sequences{left_out}, {metrics['seconds']:.1f} s -> {out}/metrics.json; "
+          "plots: " + ", ".join(metrics["plots"]))
     return 0
 
 

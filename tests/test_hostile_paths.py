@@ -232,3 +232,14 @@ def test_save_names_that_are_not_folder_names_are_refused(section, name):
 def test_sweep_names_that_are_not_folder_names_are_refused(tree):
     with pytest.raises(ConfigError, match=UNSAFE):
         search_spec_from_dict({"space": {"optimizer_cfg.lr": {"choice": [0.1]}}, **tree}, source="space.yaml")
+
+
+def test_partition_ids_that_are_not_folder_names_are_refused(tmp_path):
+    from ray_gait.training.data import read_partition
+    path = tmp_path / "partition.json"
+    path.write_text(json.dumps({"TRAIN_SET": ["001", "002"], "TEST_SET": ["003"]}))
+    assert read_partition(str(path))["TEST_SET"] == ["003"]
+    for bad in ("..", "a/b", "x\x00"):
+        path.write_text(json.dumps({"TRAIN_SET": ["001"], "TEST_SET": [bad]}))
+        with pytest.raises(ValueError, match="TEST_SET id in .*not a safe path component"):
+            read_partition(str(path))

@@ -220,3 +220,30 @@ def test_a_checkpoint_restores_every_rng_it_saves(tmp_path):
     set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
     again = (np.random.standard_normal(3), [random.random() for _ in range(3)], torch.rand(3))
     assert np.array_equal(first[0], again[0]) and first[1] == again[1] and torch.equal(first[2], again[2])
+
+
+def test_the_embedder_leaves_out_unreadable_sequences_and_keeps_the_others_in_place(tmp_path):
+    from ray_gait.data.reader import SequenceError
+    from ray_gait.evaluation.embed import SequenceEmbedder
+    from ray_gait.models import build_model
+    cfg, maker = _tiny_setup(tmp_path)
+    source = maker.source
+
+    class Damaged:
+        """The tiny source with sequence 4 unreadable."""
+
+        def __getattr__(self, name):
+            return getattr(source, name)
+
+        def arrays(self, i):
+            if i == 4:
+                raise SequenceError("4.pkl: corrupt")
+            return source.arrays(i)
+
+    torch.manual_seed(0)
+    embedder = SequenceEmbedder(build_model(cfg.model_cfg).eval(), cfg, torch.device("cpu"))
+    embedded, unreadable = embedder.embed_readable(Damaged())
+    assert unreadable == {4: "4.pkl: corrupt"} and sorted(embedded) == [0, 1, 2, 3, 5, 6, 7, 8]
+    whole = embedder.embed_all(source)
+    for i, emb in embedded.items():
+        assert np.array_equal(emb, whole[i])

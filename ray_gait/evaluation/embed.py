@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ray_gait.data.frames import FrameSampling, collate_frames
+from ray_gait.data.reader import SequenceError
 from ray_gait.data.transforms import build_transform
 from ray_gait.training.config import TrainConfig
 from ray_gait.training.data import SequenceSource, model_input
@@ -50,6 +51,19 @@ class SequenceEmbedder:
         """Embeddings [n, E, p] of `indices` (every sequence when None), in that order."""
         chosen = range(len(source.labels)) if indices is None else indices
         return np.stack([self.embed(source, int(i)) for i in chosen])
+
+    def embed_readable(self, source: SequenceSource,
+                       indices: Sequence[int] | None = None) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        """Embeddings of the readable sequences of `indices`, and the reason each other one cannot be read."""
+        chosen = range(len(source.labels)) if indices is None else indices
+        embedded: dict[int, np.ndarray] = {}
+        unreadable: dict[int, str] = {}
+        for i in map(int, chosen):
+            try:
+                embedded[i] = self.embed(source, i)
+            except SequenceError as exc:
+                unreadable[i] = str(exc)
+        return embedded, unreadable
 
 
 def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:

@@ -46,10 +46,34 @@ class Embedder:
         self.reader = make_reader(cfg, index, str(self.device) if self.device.type == "cuda" else None, once=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Positions in the index -> positions and embeddings [E, p]."""
+        """Positions in the index -> positions, float32 embedding bytes and shape (E, p), or why it is unreadable."""
         positions = [int(i) for i in batch["position"]]
+        embedded, unreadable = self.embedder.embed_readable(self.reader, positions)
+        arrays = [embedded[i].astype(np.float32) if i in embedded else np.zeros((0, 0), np.float32)
+                  for i in positions]
         return {"position": np.asarray(positions, dtype=np.int64),
-                "embedding": self.embedder.embed_all(self.reader, positions).astype(np.float32)}
+                "embedding": np.array([a.tobytes() for a in arrays], dtype=object),
+                "shape": np.array([a.shape for a in arrays], dtype=np.int64).reshape(-1, 2),
+                "unreadable": np.array([unreadable.get(i, "") for i in positions], dtype=object)}
+
+
+def collect_embeddings(batches: Any, count: int) -> tuple[np.ndarray, list[int], dict[int, str]]:
+    """Embeddings [n, E, p] of the readable positions (in order), those positions, and why each other one is unreadable."""
+    embedded: dict[int, np.ndarray] = {}
+    unreadable: dict[int, str] = {}
+    for batch in batches:
+        for position, raw, shape, reason in zip(batch["position"], batch["embedding"], batch["shape"],
+                                                 batch["unreadable"]):
+            if reason:
+                unreadable[int(position)] = str(reason)
+            else:
+                embedded[int(position)] = np.frombuffer(raw, dtype=np.float32).reshape(tuple(int(v) for v in shape))
+    kept = sorted(embedded)
+    if len(kept) + len(unreadable) != count:
+        raise RuntimeError(f"the embedding actors returned {len(kept) + len(unreadable)} of {count} sequences")
+    if not kept:
+        raise ValueError(f"no test sequence can be read ({next(iter(unreadable.values()), 'empty split')})")
+    return np.stack([embedded[i] for i in kept]), kept, unreadable
 
 
 def find_checkpoint(cfg: TrainConfig, explicit: str | None) -> str:
@@ -141,19 +165,20 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
                                                                       "use_gpu": use_gpu},
                                      batch_size=8, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
                                      num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)
-    emb = None
-    for batch in embedded.iter_batches(batch_size=256, batch_format="numpy"):
-        if emb is None:
-            emb = np.empty((count,) + batch["embedding"].shape[1:], dtype=np.float32)
-        emb[batch["position"]] = batch["embedding"]
-    keys = {name: np.array([key[i] for key in index.keys]) for i, name in enumerate(("id", "type", "view", "seq"))}
+    emb, kept, unreadable = collect_embeddings(embedded.iter_batches(batch_size=256, batch_format="numpy"), count)
+    for _, reason in sorted(unreadable.items()):
+        log.warning("left out of the evaluation: %s", reason)
+    kept_keys = [index.keys[i] for i in kept]
+    keys = {name: np.array([key[i] for key in kept_keys]) for i, name in enumerate(("id", "type", "view", "seq"))}
     os.makedirs(out_dir, exist_ok=True)
     np.savez_compressed(os.path.join(out_dir, "embeddings.npz"), embeddings=emb, **keys)
-    result = evaluate_embeddings(cfg, emb, index.keys)
+    result = evaluate_embeddings(cfg, emb, kept_keys)
     metrics = {"protocol": cfg.evaluator_cfg.eval_func, "metric": cfg.evaluator_cfg.metric,
                "results": result["results"], "overall": result.get("overall", {}),
                "view_matrices": result.get("view_matrices", {}), "checkpoint": weights,
-               "sequences": int(count), "seconds": time.perf_counter() - started}
+               "sequences": len(kept), "seconds": time.perf_counter() - started,
+               "unreadable": [{"sequence": "/".join(index.keys[i]), "reason": reason}
+                              for i, reason in sorted(unreadable.items())]}
     plots = []
     for cond, grid in metrics["view_matrices"].items():
         path = os.path.join(out_dir, condition_plot_name(cond, cfg.evaluator_cfg.eval_func))

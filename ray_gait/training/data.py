@@ -48,10 +48,16 @@ def needs_silhouettes(model_name: str, data_in_use: Sequence[bool] | None) -> bo
 def read_partition(path: str) -> dict[str, list[str]]:
     """OpenGait's partition JSON {"TRAIN_SET": [...], "TEST_SET": [...]}, ids as strings."""
     data = json.loads(fs.read_bytes(fs.resolve(path)).decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a partition is a mapping of TRAIN_SET / TEST_SET to ids")
     for key in ("TRAIN_SET", "TEST_SET"):
         if key not in data:
             raise ValueError(f"{path}: partition needs {key}")
-    return {k: [str(i) for i in v] for k, v in data.items() if isinstance(v, list)}
+    splits = {k: [str(i) for i in v] for k, v in data.items() if isinstance(v, list)}
+    for key, ids in splits.items():
+        for ident in ids:
+            fs.safe_component(ident, f"{key} id in {path}")
+    return splits
 
 
 def split_ids(partition: dict[str, list[str]], val_ids: int = 0) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,8 +49,14 @@ class LoopContext:
 def _evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, split: str,
               source: SequenceSource) -> dict[str, float]:
     """`<split>/<condition>/rank1` and `<split>/rank1` of the current weights on a whole split."""
-    embeddings = SequenceEmbedder(model, cfg, device).embed_all(source)
-    return rank1_summary(evaluate_embeddings(cfg, embeddings, source.keys), split)
+    embedded, unreadable = SequenceEmbedder(model, cfg, device).embed_readable(source)
+    for reason in unreadable.values():
+        log.warning("%s: left out of the evaluation: %s", split, reason)
+    kept = sorted(embedded)
+    if not kept:
+        raise ValueError(f"{split}: no sequence can be read ({next(iter(unreadable.values()), 'empty split')})")
+    result = evaluate_embeddings(cfg, np.stack([embedded[i] for i in kept]), [source.keys[i] for i in kept])
+    return {**rank1_summary(result, split), f"{split}/unreadable": float(len(unreadable))}
 
 
 def _writer(ctx: LoopContext, iteration: int) -> Any:
