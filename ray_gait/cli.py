@@ -210,10 +210,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def _train_config(args: argparse.Namespace) -> tuple[dict, Any]:
     """The raw config tree (with --set applied, for the workers) and the typed config of --cfgs."""
-    from ray_gait.training.config import config_from_tree
-    from ray_gait.yaml_config import apply_overrides, read_yaml
-    tree = apply_overrides(read_yaml(args.cfgs), _overrides(args.set))
-    return tree, config_from_tree(tree, source=args.cfgs)
+    from ray_gait.training.config import load_config
+    return load_config(args.cfgs, _overrides(args.set))
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -246,13 +244,25 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _log_to_file(cfg) -> None:
+    """Log into `<storage>/<save_name>/train.log`; on object storage, a local file uploaded when the command ends."""
+    import atexit
     import os
-    from ray_gait.training.config import resolve_path
-    folder = os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.trainer_cfg.save_name)
-    os.makedirs(folder, exist_ok=True)
-    handler = logging.FileHandler(os.path.join(folder, "train.log"))
+    import tempfile
+    from ray_gait.io import fs
+    target = fs.resolve(os.path.join(cfg.ray_cfg.storage_path, cfg.trainer_cfg.save_name, "train.log"))
+    if target.is_local:
+        os.makedirs(os.path.dirname(target.path), exist_ok=True)
+        path = target.path
+    else:
+        path = os.path.join(tempfile.mkdtemp(prefix="ray_gait_log_"), "train.log")
+    handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    if not target.is_local:
+        def upload() -> None:
+            handler.flush()
+            fs.write_bytes_atomic(target, fs.read_bytes(fs.resolve(path), limit=2**40))
+        atexit.register(upload)
 
 
 def add_test_parser(sub: argparse._SubParsersAction) -> None:
@@ -275,9 +285,8 @@ def run_test(args: argparse.Namespace) -> int:
     """Evaluate and print the table."""
     import os
     from ray_gait.ray_layer.evaluate import format_table, run_evaluation
-    from ray_gait.training.config import resolve_path
     tree, cfg = _train_config(args)
-    out = args.out or os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.evaluator_cfg.save_name, "test")
+    out = args.out or os.path.join(cfg.ray_cfg.storage_path, cfg.evaluator_cfg.save_name, "test")
     metrics = run_evaluation(cfg, tree, out, checkpoint=args.checkpoint, workers=args.workers)
     print(format_table(metrics))
     left_out = f" ({len(metrics['unreadable'])} unreadable, left out: see metrics.json)" if metrics["unreadable"] else ""

@@ -67,9 +67,63 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
             signal.signal(signal.SIGINT, before)
 
 
+S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+          "AWS_EC2_METADATA_DISABLED")
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """A local Ray with 2 CPUs on 127.0.0.1, its own short temp dir; yields the GCS address."""
+def s3_server():
+    """moto's S3 server on 127.0.0.1 for the whole session (None without moto[server]); the AWS variables of
+    this process point pyarrow at it, and the session's Ray passes them to every worker."""
+    import socket
+    import subprocess
+    server = shutil.which("moto_server")
+    if server is None:
+        yield None
+        return
+    port = _free_port()
+    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="test",
+                      AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A new bucket on the session's S3 server: (pyarrow S3 filesystem, bucket name)."""
+    if s3_server is None:
+        pytest.skip("moto[server] is not installed (pip install -e '.[test]')")
+    import pyarrow.fs as pafs
+    s3 = pafs.S3FileSystem(endpoint_override=s3_server, access_key="test", secret_key="test", region="us-east-1",
+                           allow_bucket_creation=True)
+    name = f"gait-{uuid.uuid4().hex[:10]}"
+    s3.create_dir(name)
+    return s3, name
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server):
+    """A local Ray with 2 CPUs on 127.0.0.1, its own short temp dir (workers see the session's S3 server);
+    yields the GCS address."""
     import ray
     tmp = tempfile.mkdtemp(prefix="rg", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
@@ -79,7 +133,7 @@ def ray_session():
     # the workers of a Tune trial stopped early keep their CPUs and later trials never start.
     ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
              _temp_dir=tmp, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+             runtime_env={"env_vars": {"PYTHONPATH": path, **{k: os.environ[k] for k in S3_ENV if k in os.environ}}})
     import ray.data
     ray.data.DataContext.get_current().enable_progress_bars = False
     address = ray.get_runtime_context().gcs_address

@@ -354,9 +354,9 @@ def test_export_reload_round_trip(tmp_path: Path) -> None:
     model(torch.rand(2, 2, 3, 64, 44)).embeddings.sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[10, 20])
-    path = export_opengait_checkpoint(model.state_dict(), tmp_path / "ckpt" / "GaitModel-00005.pt",
-                                      optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(),
-                                      iteration=5)
+    path = Path(export_opengait_checkpoint(model.state_dict(), tmp_path / "ckpt" / "GaitModel-00005.pt",
+                                           optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(),
+                                           iteration=5))
     assert [p.name for p in path.parent.iterdir()] == ["GaitModel-00005.pt"]  # no temporary left
     ckpt = load_opengait_checkpoint(path)
     assert ckpt["iteration"] == 5 and ckpt["scheduler"]["milestones"] == Counter({10: 1, 20: 1})

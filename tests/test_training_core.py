@@ -1,6 +1,7 @@
 """Training core without Ray: configs, optimizer and schedule, precision policy, state, batches."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -247,3 +248,32 @@ def test_the_embedder_leaves_out_unreadable_sequences_and_keeps_the_others_in_pl
     whole = embedder.embed_all(source)
     for i, emb in embedded.items():
         assert np.array_equal(emb, whole[i])
+
+
+def test_checkpoints_are_listed_from_their_iteration_files_without_loading_them(tmp_path):
+    from ray_gait.training.state import ITERATION_FILE, STATE_FILE, saved_checkpoints
+    for name, iteration in (("checkpoint_b", 4), ("checkpoint_a", 2)):
+        (tmp_path / "run" / name).mkdir(parents=True)
+        (tmp_path / "run" / name / STATE_FILE).write_bytes(b"not a torch file: loading it would fail")
+        (tmp_path / "run" / name / ITERATION_FILE).write_text(json.dumps({"iteration": iteration}))
+    assert saved_checkpoints(str(tmp_path / "run")) == [(2, str(tmp_path / "run" / "checkpoint_a")),
+                                                         (4, str(tmp_path / "run" / "checkpoint_b"))]
+    assert saved_checkpoints(str(tmp_path / "nothing")) == []
+
+
+def test_config_paths_are_made_absolute_once_where_the_config_is_loaded(tmp_path, monkeypatch):
+    from ray_gait.training.config import config_from_tree, load_config
+    (tmp_path / "cfgs" / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    config = tmp_path / "cfgs" / "run.yaml"
+    config.write_text("data_cfg:\n  dataset_root: data\n  dataset_partition: part.json\n"
+                      "ray_cfg:\n  storage_path: s3://bucket/runs\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    tree, cfg = load_config("../cfgs/run.yaml", {"data_cfg.silhouette_root": "sil"})
+    assert cfg.data_cfg.dataset_root == str(tmp_path / "cfgs" / "data")          # exists beside the config
+    assert cfg.data_cfg.dataset_partition == str(tmp_path / "elsewhere" / "part.json")   # else the current folder
+    assert cfg.data_cfg.silhouette_root == str(tmp_path / "elsewhere" / "sil")
+    assert cfg.ray_cfg.storage_path == "s3://bucket/runs" and cfg.source == str(config)
+    monkeypatch.chdir(tmp_path)                      # a Tune trial or a Ray worker runs in another folder
+    again = config_from_tree(tree, source="../cfgs/run.yaml")
+    assert again.data_cfg == cfg.data_cfg and again.ray_cfg == cfg.ray_cfg

@@ -183,19 +183,22 @@ def test_split_ids_holds_out_the_last_training_ids():
         split_ids(part, 4)
 
 
-def test_a_sigma_sweep_from_poses_renders_nothing_to_disk(ray_session, tune_data):
-    """`heatmap_cfg.*` keys on a pose data set: every trial draws its maps on the fly with its own sigma."""
+def test_a_sigma_sweep_from_poses_renders_nothing_to_disk(ray_session, tune_data, monkeypatch):
+    """`heatmap_cfg.*` keys on a pose data set: every trial draws its maps on the fly with its own sigma.
+    Data and storage are given relative to the current folder (each trial runs in a folder of its own)."""
     from ray_gait.cli import main
     from ray_gait.training.state import read_state
     root = tune_data
+    monkeypatch.chdir(root)
     space = root / "space_poses.yaml"
     space.write_text(yaml.safe_dump({
         "name": "poses", "metric": "val/rank1", "mode": "max",
         "space": {"heatmap_cfg.heatmap_generator_args.sigma": {"grid_search": [4.0, 8.0]}}}))
     args = _sweep_args(root, space) + [
-        "--set", f"data_cfg.dataset_root={root / 'data' / 'pose'}", "--set", f"data_cfg.silhouette_root={root / 'data' / 'sil'}",
-        "--set", "data_cfg.dataset_name=synth", "--set", "trainer_cfg.total_iter=2", "--set", "ray_cfg.storage_path="
-        + str(root / "runs_poses")]
+        "--set", "data_cfg.dataset_root=data/pose", "--set", "data_cfg.silhouette_root=data/sil",
+        "--set", "data_cfg.dataset_partition=data/partition.json",
+        "--set", "data_cfg.dataset_name=synth", "--set", "trainer_cfg.total_iter=2",
+        "--set", "ray_cfg.storage_path=runs_poses"]
     assert main(args) == 0
     summary = json.loads((root / "runs_poses" / "poses" / "sweep.json").read_text())
     assert summary["renders"] == [] and not (root / "runs_poses" / "heatmap_cache").exists()

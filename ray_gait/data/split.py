@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ray_gait.data.index import SplitIndex, build_index
 from ray_gait.data.reader import SequenceReader
-from ray_gait.training.config import TrainConfig, heatmap_config, resolve_path
+from ray_gait.training.config import TrainConfig, heatmap_config
 from ray_gait.training.data import input_columns, read_partition, split_ids
 
 SPLITS = ("TRAIN_SET", "VAL_SET", "TEST_SET")
@@ -16,7 +16,7 @@ def model_columns(cfg: TrainConfig) -> tuple[str, ...]:
 
 def partition_splits(cfg: TrainConfig) -> dict[str, list[str]]:
     """TRAIN_SET / VAL_SET / TEST_SET identities of the configured partition and `data_cfg.val_ids`."""
-    return split_ids(read_partition(resolve_path(cfg, cfg.data_cfg.dataset_partition)), cfg.data_cfg.val_ids)
+    return split_ids(read_partition(cfg.data_cfg.dataset_partition), cfg.data_cfg.val_ids)
 
 
 def split_index(cfg: TrainConfig, split: str) -> SplitIndex:
@@ -24,9 +24,9 @@ def split_index(cfg: TrainConfig, split: str) -> SplitIndex:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
     data = cfg.data_cfg
-    root = resolve_path(cfg, data.dataset_root)
+    root = data.dataset_root
     index = build_index(root, partition_splits(cfg)[split], dataset_name=data.dataset_name,
-                        silhouette_root=resolve_path(cfg, data.silhouette_root) if data.silhouette_root else "",
+                        silhouette_root=data.silhouette_root,
                         needs_silhouettes="silhouette" in model_columns(cfg))
     if not len(index):
         raise ValueError(f"no sequence of the partition's {split} found in {root}")

@@ -1,13 +1,13 @@
 """The configured protocol (`evaluator_cfg.eval_func` and its files) applied to embedded sequences."""
 from __future__ import annotations
 
-import os
+import posixpath
 from typing import Any, Sequence
 
 import numpy as np
 
 from ray_gait.evaluation.protocols import get_protocol
-from ray_gait.training.config import TrainConfig, resolve_path
+from ray_gait.training.config import TrainConfig
 
 
 def protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -16,11 +16,10 @@ def protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"metric": cfg.evaluator_cfg.metric}
     dataset = cfg.data_cfg.test_dataset_name or cfg.data_cfg.dataset_name
     if name == "evaluate_protocol":
-        path = cfg.data_cfg.dataset_protocol or os.path.join(
-            os.path.dirname(resolve_path(cfg, cfg.data_cfg.dataset_partition)), "protocol.json")
-        kwargs["protocol"] = resolve_path(cfg, path)
+        kwargs["protocol"] = cfg.data_cfg.dataset_protocol or posixpath.join(
+            posixpath.dirname(cfg.data_cfg.dataset_partition), "protocol.json")
     elif name == "evaluate_Gait3D":
-        kwargs["probe_set"] = resolve_path(cfg, cfg.data_cfg.dataset_partition)
+        kwargs["probe_set"] = cfg.data_cfg.dataset_partition
     else:
         kwargs["dataset"] = dataset
     if name == "evaluate_indoor_dataset":

@@ -6,7 +6,7 @@ The one way sequences are embedded: rank 0's evaluation during training, the Ray
 from __future__ import annotations
 
 import contextlib
-import os
+import posixpath
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch import nn
 
 from ray_gait.data.frames import FrameSampling, collate_frames
 from ray_gait.data.reader import SequenceError
+from ray_gait.io import fs
 from ray_gait.data.transforms import build_transform
 from ray_gait.training.config import TrainConfig
 from ray_gait.training.data import SequenceSource, model_input
@@ -70,7 +71,7 @@ def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[
     """Load a ray_gait checkpoint (folder or state.pt) or an OpenGait one into `model`; returns info."""
     from ray_gait.models import load_weights
     from ray_gait.training.state import STATE_FILE, read_state
-    if os.path.isdir(path) or os.path.basename(path) == STATE_FILE:
+    if fs.is_dir(fs.resolve(path)) or posixpath.basename(path) == STATE_FILE:
         saved = read_state(path)
         load_weights(model, saved["model"], strict=strict)
         return {"iteration": int(saved["iteration"]), "format": "ray_gait"}

@@ -39,6 +39,7 @@ from ray_gait.evaluation.metrics import (
     rank_metrics,
     topk_accuracy,
 )
+from ray_gait.io import fs
 
 logger = logging.getLogger(__name__)
 
@@ -462,6 +463,11 @@ def _has_condition(dataset: str, cond: str, p_idx: np.ndarray, g_idx: np.ndarray
     return False
 
 
+def _read_json(path: str) -> Any:
+    """A JSON file (local path or URI) through the one filesystem layer."""
+    return json.loads(fs.read_bytes(fs.resolve(path)).decode("utf-8"))
+
+
 def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: str,
                    who: str) -> set[str]:
     """A set of sequence names, given directly or as the ``key`` list of a JSON file."""
@@ -469,9 +475,8 @@ def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: st
         raise ValueError(f"{who} needs {key.lower()}: the {key} list of the partition JSON "
                          f"(id-type-view names) or the path of that JSON")
     if isinstance(names, (str, os.PathLike)):
-        with open(names, encoding="utf-8") as fh:
-            content = json.load(fh)
-        if key not in content:
+        content = _read_json(os.fspath(names))
+        if not isinstance(content, dict) or key not in content:
             raise ValueError(f"{who}: {os.fspath(names)} has no {key} list")
         names = content[key]
     return {str(x) for x in names}
@@ -480,8 +485,9 @@ def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: st
 def _load_protocol(protocol: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     """A protocol dict (SPEC 1), given directly or as a JSON path, checked for its keys."""
     if isinstance(protocol, (str, os.PathLike)):
-        with open(protocol, encoding="utf-8") as fh:
-            protocol = json.load(fh)
+        protocol = _read_json(os.fspath(protocol))
+    if not isinstance(protocol, Mapping):
+        raise ValueError("a protocol is a JSON object with 'gallery' and 'probes'")
     spec = dict(protocol)
     gallery, probes = spec.get("gallery"), spec.get("probes")
     if not isinstance(gallery, list) or not gallery:

@@ -32,9 +32,31 @@ class Location:
         return Location(self.fs, path, uri)
 
 
+def is_uri(value: str) -> bool:
+    """True for an object-store URI (`s3://...`, `gs://...`); False for a local path or `file://`."""
+    return "://" in value and not value.startswith("file://")
+
+
+def absolute(value: str, base_dir: str = "") -> str:
+    """A path as written in a config, a sweep file or a flag, made absolute once (the one rule).
+
+    URIs and absolute paths stay as they are; a relative path is taken from `base_dir` (the folder of
+    the file that names it) when it exists there, else from the current folder.
+    """
+    if not value or is_uri(value) or os.path.isabs(value):
+        return value
+    if value.startswith("file://"):
+        return os.path.abspath(value[len("file://"):])
+    if base_dir:
+        candidate = os.path.normpath(os.path.join(base_dir, value))
+        if os.path.exists(candidate):
+            return candidate
+    return os.path.abspath(value)
+
+
 def resolve(uri_or_path: str) -> Location:
     """Turn a local path or a URI that pyarrow understands into a Location."""
-    if "://" in uri_or_path and not uri_or_path.startswith("file://"):
+    if is_uri(uri_or_path):
         fs, path = pafs.FileSystem.from_uri(uri_or_path)
         return Location(fs, path.rstrip("/"), uri_or_path.rstrip("/"))
     if uri_or_path.startswith("file://"):
@@ -159,6 +181,14 @@ def read_bytes(loc: Location, limit: int = MAX_READ_BYTES) -> bytes:
             if total > limit:
                 raise too_large
     return b"".join(chunks)
+
+
+def copy_tree(src: Location, dst: Location) -> int:
+    """Copy every file below `src` to the same place below `dst` (replacing what is there); returns the count."""
+    files = list_files(src)
+    for rel in files:
+        write_bytes_atomic(dst.join(rel), read_bytes(src.join(rel), limit=2**40))
+    return len(files)
 
 
 def makedirs(loc: Location) -> None:

@@ -5,16 +5,20 @@ tensors and plain containers and refuses any other pickled object.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from ray_gait.io import fs
+
+# A checkpoint read from object storage is read into memory first: the largest accepted.
+MAX_CHECKPOINT_BYTES = 64 * 2**30
 
 __all__ = [
     "CheckpointError",
@@ -46,11 +50,13 @@ def load_opengait_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     holding a bare state_dict is returned in that form (empty optimizer/scheduler, iteration 0).
     Raises ``FileNotFoundError`` or ``CheckpointError``, naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
+    loc = fs.resolve(os.fspath(path))
+    path = loc.uri
+    if not fs.exists(loc) or fs.is_dir(loc):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        source = loc.path if loc.is_local else io.BytesIO(fs.read_bytes(loc, limit=MAX_CHECKPOINT_BYTES))
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: refused, not a plain weights file (it would need to run code to "
@@ -134,8 +140,8 @@ def export_opengait_checkpoint(
     optimizer_state: Mapping[str, Any] | None = None,
     scheduler_state: Mapping[str, Any] | None = None,
     iteration: int = 0,
-) -> Path:
-    """Write ``{'model', 'optimizer', 'scheduler', 'iteration'}`` to ``out_path`` atomically; return the path.
+) -> str:
+    """Write ``{'model', 'optimizer', 'scheduler', 'iteration'}`` to ``out_path`` (a path or URI) atomically; return it.
 
     ``model_state`` may be a module (its ``state_dict()``); a DDP ``module.`` prefix is stripped and
     tensors are moved to the CPU. The file is written under a temporary name, then renamed.
@@ -151,18 +157,10 @@ def export_opengait_checkpoint(
         "scheduler": dict(scheduler_state) if scheduler_state is not None else {},
         "iteration": int(iteration),
     }
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, out_path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return out_path
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    loc = fs.resolve(os.fspath(out_path))
+    fs.write_bytes_atomic(loc, buffer.getvalue())
+    if loc.is_local:
+        os.chmod(loc.path, 0o644)
+    return loc.uri

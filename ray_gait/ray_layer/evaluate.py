@@ -6,6 +6,7 @@ and the CMC curves.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from ray_gait.io import fs
 from ray_gait.io.dataset import read_json, write_json_atomic
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.training.config import TrainConfig, resolve_path
+from ray_gait.training.config import TrainConfig
 from ray_gait.training.state import saved_checkpoints
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,13 @@ def collect_embeddings(batches: Any, count: int) -> tuple[np.ndarray, list[int],
 def find_checkpoint(cfg: TrainConfig, explicit: str | None) -> str:
     """The weights to evaluate: --checkpoint, else restore_hint's iteration, else the latest checkpoint."""
     if explicit:
-        if not os.path.exists(explicit):
+        if not fs.exists(fs.resolve(explicit)):
             raise FileNotFoundError(f"--checkpoint {explicit} does not exist")
         return explicit
     hint = cfg.evaluator_cfg.restore_hint
     if isinstance(hint, str) and hint:
         return hint
-    run_dir = os.path.join(resolve_path(cfg, cfg.ray_cfg.storage_path), cfg.evaluator_cfg.save_name)
+    run_dir = os.path.join(cfg.ray_cfg.storage_path, cfg.evaluator_cfg.save_name)
     found = saved_checkpoints(run_dir)
     if not found:
         raise FileNotFoundError(f"no checkpoint under {run_dir}; train first or pass --checkpoint")
@@ -170,8 +171,9 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
         log.warning("left out of the evaluation: %s", reason)
     kept_keys = [index.keys[i] for i in kept]
     keys = {name: np.array([key[i] for key in kept_keys]) for i, name in enumerate(("id", "type", "view", "seq"))}
-    os.makedirs(out_dir, exist_ok=True)
-    np.savez_compressed(os.path.join(out_dir, "embeddings.npz"), embeddings=emb, **keys)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, embeddings=emb, **keys)
+    fs.write_bytes_atomic(fs.resolve(out_dir).join("embeddings.npz"), buffer.getvalue())
     result = evaluate_embeddings(cfg, emb, kept_keys)
     metrics = {"protocol": cfg.evaluator_cfg.eval_func, "metric": cfg.evaluator_cfg.metric,
                "results": result["results"], "overall": result.get("overall", {}),

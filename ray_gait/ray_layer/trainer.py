@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import posixpath
 import signal
 import threading
 from typing import Any
@@ -24,11 +24,12 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from ray_gait.data.index import SplitIndex
+from ray_gait.io import fs
 from ray_gait.data.sampler import TripletSampler
 from ray_gait.data.split import make_reader, partition_splits, split_index
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.training.config import TrainConfig, resolve_path
+from ray_gait.training.config import TrainConfig
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer, build_scheduler
 from ray_gait.training.state import saved_checkpoints
@@ -113,14 +114,12 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     indices = training_indices(cfg)
     ensure_ray()
     ray_cfg = cfg.ray_cfg
-    storage = storage or resolve_path(cfg, ray_cfg.storage_path)
-    storage = storage if "://" in storage else os.path.abspath(storage)
+    storage = fs.absolute(storage) if storage else ray_cfg.storage_path
     name = cfg.trainer_cfg.save_name
-    run_dir = os.path.join(storage, name)
-    restore_path = _restore_source(cfg, run_dir) if "://" not in storage else None
+    run_dir = posixpath.join(storage, name)
     resources = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
-    loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": restore_path,
-                   "tensorboard_dir": os.path.join(run_dir, "tensorboard") if "://" not in storage else None}
+    loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": _restore_source(cfg, run_dir),
+                   "tensorboard_dir": posixpath.join(run_dir, "tensorboard")}
     log.info("Ray Train: %d worker(s)%s, %d training sequences (%s), run %s", ray_cfg.num_workers,
              " on GPU" if ray_cfg.use_gpu else "", len(indices["train"]), indices["train"].kind, run_dir)
     return ray.train.torch.TorchTrainer(

@@ -29,7 +29,7 @@ from ray_gait.ray_layer.link_job import run_link_job
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.data.split import partition_splits
 from ray_gait.ray_layer.trainer import check_training_config, make_trainer
-from ray_gait.training.config import TrainConfig, config_from_tree, resolve_path
+from ray_gait.training.config import TrainConfig, config_from_tree, path_overrides
 from ray_gait.training.data import needs_silhouettes
 from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_plot, trials_table
 from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_heatmap_config
@@ -171,13 +171,8 @@ def best_trial(rows: list[TrialRow], mode: str) -> TrialRow | None:
 
 def _write_best(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any], best: TrialRow, out: str,
                 datasets: dict[str, str]) -> str:
-    fixed: dict[str, Any] = {"trainer_cfg.save_name": f"{spec.name}_best",
-                             "data_cfg.dataset_partition": resolve_path(cfg, cfg.data_cfg.dataset_partition),
-                             "ray_cfg.storage_path": resolve_path(cfg, cfg.ray_cfg.storage_path),
-                             "data_cfg.dataset_root": resolve_path(cfg, cfg.data_cfg.dataset_root),
+    fixed: dict[str, Any] = {**path_overrides(cfg), "trainer_cfg.save_name": f"{spec.name}_best",
                              "evaluator_cfg.save_name": f"{spec.name}_best"}
-    if cfg.data_cfg.dataset_protocol:
-        fixed["data_cfg.dataset_protocol"] = resolve_path(cfg, cfg.data_cfg.dataset_protocol)
     if datasets:
         hcfg = trial_heatmap_config(spec, best.params)
         fixed["data_cfg.dataset_root"] = datasets[hcfg.hash()]
@@ -209,8 +204,7 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
         raise ValueError(f"the sweep's metric {spec.metric} needs a validation split: set data_cfg.val_ids "
                          "(identities held out of TRAIN_SET) or give the partition a VAL_SET")
     ensure_ray()
-    storage = resolve_path(cfg, cfg.ray_cfg.storage_path)
-    storage = storage if "://" in storage else os.path.abspath(storage)
+    storage = cfg.ray_cfg.storage_path
     sweep_dir = os.path.join(storage, spec.name)
     datasets: dict[str, str] = {}
     renders: list[RenderRecord] = []
@@ -251,7 +245,7 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
     keys = list(spec.space)
     table = trials_table(rows, keys, spec.metric)
     best = best_trial(rows, spec.mode)
-    os.makedirs(sweep_dir, exist_ok=True)
+    fs.makedirs(fs.resolve(sweep_dir))
     best_path = _write_best(spec, cfg, base_tree, best, sweep_dir, datasets) if best else None
     drawn = [k for k in spec.train_keys if k.startswith("heatmap_cfg.")]      # maps drawn on the fly per trial
     image = rank1_plot(rows, [k for k in spec.train_keys if k not in drawn] or drawn, spec.heatmap_keys + drawn,

@@ -157,7 +157,39 @@ def config_from_tree(tree: Mapping[str, Any], source: str = "") -> TrainConfig:
         raise ConfigError(f"{source}: data_cfg.cache_mb must be > 0, got {cfg.data_cfg.cache_mb}")
     if cfg.data_cfg.num_workers < 1:
         raise ConfigError(f"{source}: data_cfg.num_workers (batch-building threads per worker) must be >= 1")
-    return cfg
+    return _absolute_paths(cfg)
+
+
+# The fields that name files or folders: made absolute where the config is loaded (on the driver), so
+# Train workers, Tune trials and Ray Data actors get the same paths whatever folder they run in.
+PATH_FIELDS = (("data_cfg", "dataset_root"), ("data_cfg", "dataset_partition"), ("data_cfg", "dataset_protocol"),
+               ("data_cfg", "silhouette_root"), ("ray_cfg", "storage_path"), ("trainer_cfg", "restore_hint"),
+               ("evaluator_cfg", "restore_hint"))
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """The config with every path field absolute (relative ones from the config file's folder, see fs.absolute)."""
+    base = os.path.dirname(fs.absolute(cfg.source)) if cfg.source and not fs.is_uri(cfg.source) else ""
+    changes: dict[str, dict[str, str]] = {}
+    for section, name in PATH_FIELDS:
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, str) and value:
+            changes.setdefault(section, {})[name] = fs.absolute(value, base)
+    replaced = {section: dataclasses.replace(getattr(cfg, section), **values) for section, values in changes.items()}
+    return dataclasses.replace(cfg, source=fs.absolute(cfg.source), **replaced)
+
+
+def path_overrides(cfg: TrainConfig) -> dict[str, str]:
+    """The non-empty path fields of a loaded config as dotted overrides (a tree with them parses the same anywhere)."""
+    found = {f"{section}.{name}": getattr(getattr(cfg, section), name) for section, name in PATH_FIELDS}
+    return {key: value for key, value in found.items() if isinstance(value, str) and value}
+
+
+def load_config(path: str, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], TrainConfig]:
+    """A config file with dotted overrides: its tree (paths made absolute) and its typed config."""
+    tree = apply_overrides(read_yaml(path), overrides)
+    cfg = config_from_tree(tree, source=path)
+    return apply_overrides(tree, path_overrides(cfg)), cfg
 
 
 def check_save_names(cfg: TrainConfig) -> None:
@@ -176,14 +208,4 @@ def heatmap_config(cfg: TrainConfig) -> HeatmapConfig:
 
 def load_train_config(path: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Load a training config (ours or OpenGait's) with dotted overrides."""
-    tree = apply_overrides(read_yaml(path), overrides)
-    return config_from_tree(tree, source=path)
-
-
-def resolve_path(cfg: TrainConfig, value: str) -> str:
-    """A path in a config, relative to the config file's folder when it is not absolute."""
-    if not value or "://" in value or os.path.isabs(value):
-        return value
-    base = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source else os.getcwd()
-    candidate = os.path.normpath(os.path.join(base, value))
-    return candidate if os.path.exists(candidate) or not os.path.exists(value) else os.path.abspath(value)
+    return load_config(path, overrides)[1]

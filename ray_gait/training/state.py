@@ -1,10 +1,15 @@
 """Training state on disk: model, optimizer, scheduler, scaler, iteration, RNG states, config.
 
-One folder per checkpoint holding `state.pt` (read back with weights_only=True: no code runs).
+One folder per checkpoint holding `state.pt` (read back with weights_only=True: no code runs) and
+`iteration.json` (so that the checkpoints of a run are listed without loading them). Folders may be
+local paths or object-store URIs (the one filesystem layer, `ray_gait.io.fs`).
 """
 from __future__ import annotations
 
+import io
+import json
 import os
+import posixpath
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ray_gait.io import fs
+from ray_gait.models.checkpoint import MAX_CHECKPOINT_BYTES
+
 STATE_FILE = "state.pt"
+ITERATION_FILE = "iteration.json"
 
 
 @dataclass
@@ -33,7 +42,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_state(folder: str, state: TrainState, config: dict[str, Any]) -> str:
-    """Write the state into `folder/state.pt` (atomically); returns the file path."""
+    """Write the state into `folder/state.pt` and its iteration into `folder/iteration.json` (a local folder)."""
     os.makedirs(folder, exist_ok=True)
     payload = {
         "model": unwrap(state.model).state_dict(),
@@ -48,6 +57,8 @@ def save_state(folder: str, state: TrainState, config: dict[str, Any]) -> str:
     tmp = f"{path}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)
+    fs.write_bytes_atomic(fs.resolve(os.path.join(folder, ITERATION_FILE)),
+                          json.dumps({"iteration": int(state.iteration)}).encode())
     return path
 
 
@@ -79,21 +90,39 @@ def set_rng_states(rng: dict[str, Any]) -> None:
 
 
 def read_state(folder_or_file: str) -> dict[str, Any]:
-    """Load a saved state (weights only: tensors and plain containers)."""
-    path = folder_or_file
-    if os.path.isdir(path):
-        path = os.path.join(path, STATE_FILE)
-    if not os.path.exists(path):
+    """Load a saved state, from a folder or its state.pt, a path or a URI (weights only: tensors and plain data)."""
+    loc = fs.resolve(folder_or_file)
+    if fs.is_dir(loc):
+        loc = loc.join(STATE_FILE)
+    if not fs.exists(loc):
         raise FileNotFoundError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if loc.is_local:
+        return torch.load(loc.path, map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(fs.read_bytes(loc, limit=MAX_CHECKPOINT_BYTES)), map_location="cpu",
+                      weights_only=True)
 
 
 def saved_checkpoints(run_dir: str) -> list[tuple[int, str]]:
-    """(iteration, folder) of every checkpoint saved under a run folder, by iteration."""
+    """(iteration, folder) of every checkpoint saved under a run folder (a path or URI), by iteration.
+
+    Iterations come from each checkpoint's iteration.json; only checkpoints older than that file are loaded.
+    """
+    root = fs.resolve(run_dir)
+    if not fs.is_dir(root):
+        return []
+    files = set(fs.list_files(root))
     found = []
-    for root, _, files in os.walk(run_dir):
-        if STATE_FILE in files:
-            found.append((int(read_state(root)["iteration"]), root))
+    for rel in sorted(files):
+        if posixpath.basename(rel) != STATE_FILE:
+            continue
+        folder = posixpath.dirname(rel)
+        marker = posixpath.join(folder, ITERATION_FILE) if folder else ITERATION_FILE
+        location = root.join(folder) if folder else root
+        if marker in files:
+            iteration = int(json.loads(fs.read_bytes(root.join(marker)))["iteration"])
+        else:
+            iteration = int(read_state(location.uri)["iteration"])
+        found.append((iteration, location.uri))
     return sorted(found)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from torch import nn
 
 from ray_gait.evaluation.config_protocol import evaluate_embeddings, rank1_summary
 from ray_gait.evaluation.embed import SequenceEmbedder
+from ray_gait.io import fs
 from ray_gait.models import build_model
 from ray_gait.training.config import TrainConfig
 from ray_gait.training.data import BatchMaker, SequenceSource, prefetch
@@ -59,11 +61,33 @@ def _evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, split: s
     return {**rank1_summary(result, split), f"{split}/unreadable": float(len(unreadable))}
 
 
-def _writer(ctx: LoopContext, iteration: int) -> Any:
+class _TensorBoard:
+    """Rank 0's TensorBoard events: written to a local folder, copied to the run's folder (a path or URI) at each flush."""
+
+    def __init__(self, target: str, iteration: int) -> None:
+        from tensorboardX import SummaryWriter
+        self.local = tempfile.mkdtemp(prefix="ray_gait_tensorboard_")
+        self.target = fs.resolve(target)
+        self.writer = SummaryWriter(self.local, purge_step=iteration)
+
+    def write(self, metrics: Mapping[str, float], iteration: int) -> None:
+        """Add one report's scalars and publish the event files."""
+        for key, value in metrics.items():
+            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
+        self.writer.flush()
+        fs.copy_tree(fs.resolve(self.local), self.target)
+
+    def close(self) -> None:
+        """Flush, publish and drop the local folder."""
+        self.writer.close()
+        fs.copy_tree(fs.resolve(self.local), self.target)
+        shutil.rmtree(self.local, ignore_errors=True)
+
+
+def _writer(ctx: LoopContext, iteration: int) -> _TensorBoard | None:
     if ctx.rank != 0 or not ctx.tensorboard_dir:
         return None
-    from tensorboardX import SummaryWriter
-    return SummaryWriter(ctx.tensorboard_dir, purge_step=iteration)
+    return _TensorBoard(ctx.tensorboard_dir, iteration)
 
 
 def train_loop(cfg: TrainConfig, config_tree: Mapping[str, Any], train: SequenceSource,
@@ -124,9 +148,7 @@ def train_loop(cfg: TrainConfig, config_tree: Mapping[str, Any], train: Sequence
                         log.info("iter %d %s: %s", state.iteration, split,
                                  "  ".join(f"{k} {v:.2f}" for k, v in found.items()))
             if writer is not None:
-                for key, value in metrics.items():
-                    writer.add_scalar(key if "/" in key else f"train/{key}", value, state.iteration)
-                writer.flush()
+                writer.write(metrics, state.iteration)
             if saving and ctx.rank == 0:
                 with tempfile.TemporaryDirectory() as folder:
                     save_state(folder, state, dict(config_tree))

@@ -149,13 +149,10 @@ def load_search_spec(path: str) -> SearchSpec:
     spec = search_spec_from_dict(read_yaml(path), source=path)
     if spec.data is None:
         return spec
-    base = os.path.dirname(os.path.abspath(path))
+    base = os.path.dirname(fs.absolute(path))
 
     def local(value: str) -> str:
-        if not value or "://" in value or os.path.isabs(value):
-            return value
-        candidate = os.path.normpath(os.path.join(base, value))
-        return candidate if os.path.exists(candidate) else os.path.abspath(value)
+        return fs.absolute(value, base)
 
     data = spec.data
     fixed = dataclasses.replace(data, pose_data_path=local(data.pose_data_path),

@@ -1,0 +1,101 @@
+"""The whole pipeline with its inputs and outputs in a bucket of a real S3-protocol server (moto's, on
+127.0.0.1, started by the test session): ingest, heatmap, link, train, a second run restored from the
+bucket's checkpoint, test, a small sweep; nothing is written to the local working folder."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import yaml
+
+from ray_gait.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait++_synth.yaml"
+
+
+def _upload(s3: pafs.S3FileSystem, local: Path, target: str) -> None:
+    pafs.copy_files(str(local), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
+
+
+def _objects(s3: pafs.S3FileSystem, prefix: str) -> list[str]:
+    return sorted(i.path[len(prefix) + 1:] for i in s3.get_file_info(pafs.FileSelector(prefix, recursive=True))
+                  if i.type == pafs.FileType.File)
+
+
+def _train_args(bucket: str, name: str, *extra: str) -> list[str]:
+    values = {"data_cfg.dataset_root": f"s3://{bucket}/paired", "data_cfg.dataset_name": "synth",
+              "data_cfg.dataset_partition": f"s3://{bucket}/in/partition.json",
+              "data_cfg.dataset_protocol": f"s3://{bucket}/in/protocol.json",
+              "ray_cfg.storage_path": f"s3://{bucket}/runs", "ray_cfg.num_workers": 1,
+              "trainer_cfg.save_name": name, "evaluator_cfg.save_name": name,
+              "model_cfg.Backbone.C": 0.5, "model_cfg.SeparateBNNecks.class_num": 4,
+              "trainer_cfg.sampler.batch_size": [2, 2], "trainer_cfg.sampler.frames_num_fixed": 8,
+              "trainer_cfg.total_iter": 2, "trainer_cfg.save_iter": 2, "trainer_cfg.log_iter": 1,
+              "trainer_cfg.warmup_iter": 0, "trainer_cfg.enable_float16": False}
+    args = ["--cfgs", str(CONFIG)]
+    for key, value in values.items():
+        args += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    return args + list(extra)
+
+
+def test_the_pipeline_runs_from_and_into_a_bucket(ray_session, s3_bucket, tmp_path, monkeypatch, capsys):
+    from ray_gait.training.state import read_state, saved_checkpoints
+    s3, bucket = s3_bucket
+    local = tmp_path / "local"
+    assert main(["synth", "--out", str(local), "--ids", "6", "--train-ids", "4", "--views", "0,90",
+                 "--frames", "16:24", "--no-preview"]) == 0
+    for part in ("pose", "sil", "partition.json", "protocol.json"):
+        _upload(s3, local / part, f"{bucket}/in/{part}")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    uri = f"s3://{bucket}"
+
+    assert main(["ingest", "--input_path", f"{uri}/in/pose", "--output_path", f"{uri}/poses"]) == 0
+    assert main(["heatmap", "--pose_data_path", f"{uri}/poses", "--save_root", f"{uri}/maps",
+                 "--dataset_name", "synth", "--ext_name", "s3"]) == 0
+    assert main(["link", "--heatmap_data_path", f"{uri}/maps/synth_sigma_8.0_s3",
+                 "--silhouette_data_path", f"{uri}/in/sil", "--output_path", f"{uri}/paired"]) == 0
+    sequences = len(_objects(s3, f"{bucket}/in/pose"))
+    manifest = json.loads(s3.open_input_stream(f"{bucket}/paired/_manifest.json").read())
+    assert manifest["paired"] == sequences == 6 * 2 * 8
+
+    assert main(["train", *_train_args(bucket, "first")]) == 0
+    first = saved_checkpoints(f"{uri}/runs/first")
+    assert [it for it, _ in first] == [2] and first[0][1].startswith(f"{uri}/runs/first/checkpoint_")
+    files = _objects(s3, f"{bucket}/runs/first")
+    assert any(f.endswith("/iteration.json") for f in files)
+    assert any(f.startswith("tensorboard/events.out.tfevents") for f in files), files
+
+    # a second run restored from the bucket's checkpoint continues at iteration 2: it saves only iteration 4
+    assert main(["train", *_train_args(bucket, "second", "--set", "trainer_cfg.total_iter=4",
+                                       "--set", f"trainer_cfg.restore_hint={first[0][1]}")]) == 0
+    second = saved_checkpoints(f"{uri}/runs/second")
+    assert [it for it, _ in second] == [4]
+    assert read_state(second[0][1])["config"]["data_cfg"]["dataset_root"] == f"{uri}/paired"
+
+    assert main(["test", *_train_args(bucket, "second"), "--out", f"{uri}/test"]) == 0
+    assert "test: 32 sequences" in capsys.readouterr().out
+    metrics = json.loads(s3.open_input_stream(f"{bucket}/test/metrics.json").read())
+    assert metrics["checkpoint"] == second[0][1] and metrics["sequences"] == 32
+    with s3.open_input_file(f"{bucket}/test/embeddings.npz") as handle:
+        embeddings = np.load(handle)["embeddings"]
+    assert embeddings.shape[0] == 32
+    assert {"metrics.json", "embeddings.npz", "cmc.png"} <= set(_objects(s3, f"{bucket}/test"))
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "lr", "metric": "val/rank1", "mode": "max",
+                                     "scheduler": {"type": "fifo"},
+                                     "space": {"optimizer_cfg.lr": {"grid_search": [0.001, 0.002]}}}))
+    assert main(["tune", "--search", str(sweep), *_train_args(bucket, "sweep", "--set", "data_cfg.val_ids=1",
+                                                               "--set", f"ray_cfg.storage_path={uri}/tune")]) == 0
+    summary = json.loads(s3.open_input_stream(f"{bucket}/tune/lr/sweep.json").read())
+    assert len(summary["trials"]) == 2 and all(t["iteration"] == 2 for t in summary["trials"])
+    assert "best_config.yaml" in _objects(s3, f"{bucket}/tune/lr")
+
+    assert os.listdir(work) == [], "nothing is written to the working folder"
+    assert not list(tmp_path.glob("**/s3:*")), "no local folder named after a URI"
