@@ -2,7 +2,9 @@
 # Every CUDA check of the project in one run, for a GPU machine that has torch but maybe not Ray
 # (the device machine lent to some tasks): the gpu-marked tests that need no Ray, the renderers on
 # CUDA (per sequence and with all frames in one call), one training step of both models with AMP,
-# and the input pipeline against the step with AMP and SyncBN.  Logs go to $OUT (or a temp folder).
+# the input pipeline against the step with AMP and SyncBN, and the exported embedder (`ray-gait export`:
+# TorchScript, and ONNX under onnxruntime's CUDAExecutionProvider when onnxruntime-gpu is installed)
+# timed against the eager model.  Logs go to $OUT (or a temp folder).
 #
 #     bash benchmarks/gpu_checks.sh            # about 5 minutes on one H200
 set -u -o pipefail
@@ -28,4 +30,5 @@ step train-throughput "$py" benchmarks/train_throughput.py --widths seed --devic
 step train-throughput-8-threads "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --steps 10 --input-threads 8
 step train-throughput-fp32 "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10
 step render-on-the-fly "$py" benchmarks/render_on_the_fly.py --device cuda
+step export-speed "$py" benchmarks/export_speed.py --device cuda --widths seed
 exit $status

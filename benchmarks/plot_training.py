@@ -38,7 +38,7 @@ def main() -> None:
                 print(f"{tag}: first {series[0][1]:.4f} at {series[0][0]}, last {series[-1][1]:.4f} at {series[-1][0]}")
         if curves:
             path = out / f"{panel}.png"
-            cv2.imwrite(str(path), line_plot(curves, f"{Path(args.run_dir).name}: {panel}", "iteration"))
+            cv2.imwrite(str(path), line_plot(curves, f"{Path(args.run_dir).name}: {panel}", "iteration", panel))
             print(f"wrote {path}")
 
 

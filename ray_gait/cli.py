@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any, Callable, Sequence
 
+from ray_gait import console
 from ray_gait.yaml_config import ConfigError, parse_override
 
 log = logging.getLogger("ray_gait")
@@ -295,6 +296,79 @@ def run_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_embed_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait embed`."""
+    p = sub.add_parser("embed", help="embed every sequence of a data set with a trained model (Parquet out)",
+                       description="Embed every sequence of --data (maps of step 1, a paired data set, or poses "
+                                   "rendered on the fly; SkeletonGait++ from poses reads data_cfg.silhouette_root) "
+                                   "with Ray Data actors (ray_cfg.use_gpu: one GPU each), as `ray-gait test` embeds "
+                                   "its test split. OUT: one row per sequence (id, type, view, seq, embedding "
+                                   "float32 (E, p), dim, parts) in Parquet parts written as shards finish, and "
+                                   "_manifest.json (config, checkpoint, unreadable sequences).",
+                       epilog="example: ray-gait embed --cfgs configs/skeletongait/skeletongait++_synth.yaml "
+                              "--checkpoint SkeletonGaitPP-00600.pt --data demo/paired --out demo/embeddings")
+    p.add_argument("--cfgs", required=True, help="config YAML (model_cfg, evaluator_cfg, ray_cfg, data_cfg)")
+    p.add_argument("--checkpoint", default=None, help="ray_gait checkpoint folder/state.pt or an OpenGait .pt "
+                   "(default: evaluator_cfg.restore_hint, else the run's latest checkpoint)")
+    p.add_argument("--data", required=True, help="data set to embed, all of it (path or URI)")
+    p.add_argument("--out", required=True, help="output folder (path or URI); an earlier embed output is replaced")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="embedding actors (default ray_cfg.num_workers)")
+    p.add_argument("--shard-size", type=int, default=128, help="sequences per task and per Parquet part")
+    p.set_defaults(handler=run_embed)
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    """Embed a data set and print the summary."""
+    from ray_gait.io import fs
+    from ray_gait.ray_layer.embed_job import run_embed_job
+    tree, cfg = _train_config(args)
+    summary = run_embed_job(cfg, tree, fs.absolute(args.data), fs.absolute(args.out), checkpoint=args.checkpoint,
+                            workers=args.workers, shard_size=args.shard_size)
+    skipped = summary.unreadable + summary.left_out
+    left_out = f" ({skipped} left out: see _manifest.json)" if skipped else ""
+    print(f"embed: {summary.sequences} sequences{left_out}, embeddings [{summary.dim}, {summary.parts}], "
+          f"{summary.files} part(s), {summary.seconds:.1f} s -> {summary.output}")
+    return 0
+
+
+def add_search_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait search`."""
+    p = sub.add_parser("search", help="k nearest gallery sequences of every probe sequence (embeddings in, table out)",
+                       description="For every sequence of --probe, its --top-k nearest sequences of --gallery (two "
+                                   "outputs of `ray-gait embed`) by the evaluation's distance (part-averaged, "
+                                   "OpenGait's): exact, reading both in chunks, so memory does not grow with the "
+                                   "gallery. Prints the first rows; --out writes all of them as CSV or JSON.",
+                       epilog="example: ray-gait search --gallery emb/gallery --probe emb/probe --top-k 5 "
+                              "--out matches.csv")
+    p.add_argument("--gallery", required=True, help="embeddings data set of the gallery (path or URI)")
+    p.add_argument("--probe", required=True, help="embeddings data set of the probes (path or URI)")
+    p.add_argument("--top-k", type=int, default=5, help="neighbours per probe (default 5)")
+    p.add_argument("--metric", default="euc", choices=["euc", "cos"], help="distance (default euc, as evaluator_cfg)")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (path or URI) with every row")
+    p.add_argument("--chunk-rows", type=int, default=1024, help="probe and gallery rows per block (memory bound)")
+    p.add_argument("--show", type=int, default=20, help="rows printed (default 20)")
+    p.set_defaults(handler=run_search)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Search and print the first rows and the counts."""
+    import time
+    from ray_gait.evaluation.search import format_rows, output_format, search, write_results
+    if args.out is not None:
+        output_format(args.out)
+    started = time.perf_counter()
+    rows = search(args.gallery, args.probe, top_k=args.top_k, metric=args.metric, probe_rows=args.chunk_rows,
+                  gallery_rows=args.chunk_rows)
+    summary = write_results(rows, args.out, keep=max(0, args.show))
+    if summary.first:
+        print(format_rows(summary.first))
+    more = f" (first {len(summary.first)} shown)" if summary.rows > len(summary.first) else ""
+    print(f"search: {summary.probes} probes x top-{args.top_k} ({args.metric}) = {summary.rows} rows{more}, "
+          f"{time.perf_counter() - started:.1f} s" + (f" -> {summary.output}" if summary.output else ""))
+    return 0
+
+
 def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `ray-gait tune`."""
     p = sub.add_parser("tune", help="Ray Tune sweep over training keys (lr, ...) and heatmap keys (sigma, ...)",
@@ -446,21 +520,65 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_model_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `ray-gait export`."""
+    p = sub.add_parser("export", help="write the embedding network as TorchScript or ONNX",
+                       description="Export the embedding network of --cfgs with the weights of --checkpoint "
+                                   "(eval mode): input float x [n, s, C, 64, 44] (n and s dynamic; C = 2 heatmaps, "
+                                   "or 2 heatmaps + 1 silhouette for SkeletonGait++), output the inference "
+                                   "embeddings [n, E, p]. The file is checked against the eager model before it "
+                                   "is written.",
+                       epilog="example: ray-gait export --cfgs configs/skeletongait/skeletongait++_synth.yaml "
+                              "--checkpoint demo/runs/SkeletonGaitPP_synth/checkpoint_2026-11-24_06-18-20.274008 "
+                              "--format onnx --out skeletongait++.onnx")
+    p.add_argument("--cfgs", required=True, help="config YAML (its model_cfg is built)")
+    p.add_argument("--checkpoint", required=True, help="ray_gait checkpoint folder/state.pt or an OpenGait .pt")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx"],
+                   help="torchscript (load with torch.jit.load) or onnx (run with onnxruntime)")
+    p.add_argument("--out", required=True, help="file to write (path or URI)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.set_defaults(handler=run_export_model)
+
+
+def run_export_model(args: argparse.Namespace) -> int:
+    """Export the embedding network and print what was written."""
+    from ray_gait.models.export import export_embedder, load_embedder
+    _, cfg = _train_config(args)
+    result = export_embedder(load_embedder(cfg.model_cfg, args.checkpoint), args.format, args.out)
+    checked = "not checked" if result.max_abs_diff is None else f"max |diff| vs eager {result.max_abs_diff:.1e}"
+    print(f"export: {result.format}, x [n, s, {result.in_channels}, 64, 44] -> [n, {result.embed_dim}, "
+          f"{result.parts}], {result.size_bytes / 1e6:.1f} MB, {checked} -> {result.uri}")
+    return 0
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [add_synth_parser, add_heatmap_parser, add_link_parser,
                                                                add_train_parser, add_test_parser, add_export_parser,
                                                                add_demo_parser, add_ingest_parser, add_tune_parser,
-                                                               add_pipeline_parser]
+                                                               add_pipeline_parser, add_export_model_parser,
+                                                               add_embed_parser, add_search_parser]
+
+
+def add_output_flags(parser: argparse.ArgumentParser, default: Any = False) -> None:
+    """-q/--quiet and -v/--verbose (what the console shows), before or after the subcommand."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("-q", "--quiet", action="store_true", default=default, help="only warnings, errors and "
+                        "the final summary (no progress bars or log lines)")
+    output.add_argument("-v", "--verbose", action="store_true", default=default, help="also show Ray's own "
+                        "output: its log lines, deprecation warnings, and what its workers print (Ray Train's "
+                        "reports among them)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `ray-gait` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="ray-gait", description="SkeletonGait and SkeletonGait++ on Ray: "
                                      "pose files -> skeleton maps -> training -> evaluation.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final summary")
+    add_output_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     sub.required = True
     for add in PARSERS:
         add(sub)
+    for command in sub.choices.values():
+        add_output_flags(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -468,8 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `ray-gait` and of the scripts in jobs/."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    console.configure(quiet=args.quiet, verbose=args.verbose)
     try:
         return int(args.handler(args) or 0)
     except (CommandError, ConfigError, ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -11,10 +11,11 @@ both need CPUs the head does not have: each must make the autoscaler add worker 
 there (Ray Data actor tasks, Train workers: read from the state API, by node id) and complete; once idle, the
 worker nodes are removed again (`idle_timeout_minutes`), so the alive node count returns to 1 after each job.
 
-The cluster is this test's alone: its own temp dir, free ports, token authentication, loopback only; it is
-stopped through its process group (never `ray stop`, which stops every Ray on the machine) and whatever still
-carries this test's mark in its environment (the fake nodes' raylets and workers, started by the monitor) is
-killed afterwards.  `ray.cluster_utils.AutoscalingCluster` is not used: its start runs `ray stop --force`.
+The cluster is this test's alone: its own temp dir, free ports (the provider's `gcs_address` points the fake
+nodes at the head's port, instead of the default 6379), token authentication, loopback only.  It is stopped
+by its own processes (never `ray stop`, which stops every Ray on the machine), and whatever of it remains,
+found by its session id or by a mark in the environment (the fake nodes' raylets, started by the monitor), is
+killed.  `ray.cluster_utils.AutoscalingCluster` is not used: its start runs `ray stop --force`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -133,35 +133,57 @@ class NodeWatcher(threading.Thread):
         self.join(30)
 
 
-def _marked_processes(mark: str) -> list[int]:
-    """PIDs of the live processes whose environment holds `mark` (this test's cluster, wherever it forked)."""
+def _cluster_processes(session: int, mark: str) -> list[int]:
+    """PIDs of the live processes of this test's cluster: those of the session `ray start` leads (every process
+    Ray starts stays in it, the monitor's worker nodes too, even once reparented), and any that carry the mark in
+    their environment (which setproctitle may overwrite: hence the session)."""
     wanted, found = mark.encode(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] in ("Z", "X"):
                 continue
-            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+            if int(fields[3]) == session or wanted in (entry / "environ").read_bytes().split(b"\0"):
                 found.append(int(entry.name))
-        except (OSError, IndexError):
+        except (OSError, IndexError, ValueError):
             continue
     return found
 
 
-def _kill_marked(mark: str) -> list[int]:
-    """SIGTERM, then SIGKILL, whatever still carries the mark; returns what was found still running."""
-    first = _marked_processes(mark)
+def _kill_cluster(session: int, mark: str) -> None:
+    """SIGTERM, then SIGKILL, whatever of the cluster still runs."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        for pid in _marked_processes(mark):
+        for pid in _cluster_processes(session, mark):
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + wait
-        while _marked_processes(mark) and time.monotonic() < deadline:
+        while _cluster_processes(session, mark) and time.monotonic() < deadline:
             time.sleep(0.2)
-    return first
+
+
+def _stop_monitor(session: int, mark: str, timeout: float = 15.0) -> None:
+    """SIGTERM this cluster's autoscaler monitor and wait (bounded) for it to exit."""
+    monitors = [pid for pid in _cluster_processes(session, mark)
+                if any(arg.endswith(b"/autoscaler/_private/monitor.py") for arg in _cmdline(pid).split(b"\0"))]
+    for pid in monitors:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and set(monitors) & set(_cluster_processes(session, mark)):
+        time.sleep(0.2)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _log_tail(tmp: Path, name: str, chars: int = 3000) -> str:
@@ -175,8 +197,11 @@ def autoscaling_cluster():
     tmp = Path(tempfile.mkdtemp(prefix="rga", dir="/tmp"))
     port, dashboard = _free_port(), _free_port()
     address = f"127.0.0.1:{port}"
+    from ray.autoscaler._private.util import validate_config
+    cluster_config = autoscaling_config(address)
+    validate_config(cluster_config)         # the monitor would only log a bad config at debug level
     config = tmp / "autoscaling.yaml"
-    config.write_text(json.dumps(autoscaling_config(address), indent=1))   # JSON is YAML
+    config.write_text(json.dumps(cluster_config, indent=1))   # JSON is YAML
     mark = f"{MARK}={uuid.uuid4().hex}"
     token = secrets.token_hex(16)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -218,22 +243,25 @@ def autoscaling_cluster():
             driver_env.pop(name)
         yield address, driver_env, api, tmp
     finally:
-        # `ray stop` would stop every Ray on the machine: stop this one by its process group (the monitor's fake
-        # nodes are in it too), then whatever of it is left, found by the mark.
+        # `ray stop` would stop every Ray on the machine: stop this one alone.  The monitor goes first, while the
+        # GCS still answers (on SIGTERM it reports its end to the GCS, and retries for half a minute when the GCS
+        # is going down too); then `ray start --block`, which stops the head's processes in Ray's own order (given
+        # 5 s, then its whole process group is killed: nothing of this cluster outlives the test); then whatever
+        # of it is left, found by its session or mark: worker nodes still up (their raylets are the monitor's
+        # children, not stopped with it) and the dashboard's forkserver, which outlives `ray start`.
+        # (RAY_AUTOSCALER_FATESHARE_WORKERS=1 would make the monitor stop its worker nodes itself, but its cleanup
+        # then loops forever: it loads the provider's defaults file, which the wheel lacks.)
+        _stop_monitor(process.pid, mark)
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(60)
-        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            process.wait(5)
+        except subprocess.TimeoutExpired:     # seen: 30 s and more, with the detached actors Ray Data leaves
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-        except ProcessLookupError:
-            pass
         log.close()
-        left = _kill_marked(mark)
-        still = _marked_processes(mark)
+        _kill_cluster(process.pid, mark)
+        still = _cluster_processes(process.pid, mark)
         shutil.rmtree(tmp, ignore_errors=True)
-        if left:
-            print(f"test_autoscaler: {len(left)} process(es) outlived the head's process group and were killed")
         assert not still, f"processes of the autoscaling cluster survive SIGKILL: {still}"
 
 
@@ -295,12 +323,11 @@ def test_autoscaler_adds_nodes_for_heatmaps_and_training_then_removes_them(autos
     manifest = json.loads((maps / "synth_sigma_8.0_" / "_manifest.json").read_text())
     assert manifest["sequences"] == 96 and manifest["error_count"] == 0
     assert watcher.max_alive >= 2, f"no worker node came up for the heatmap job\n{_log_tail(tmp, 'monitor.log')}"
-    render_tasks = [t for t in api.rows("tasks") if "_ShardWorker" in (t.get("func_or_class_name") or t["name"])
-                    and t["state"] == "FINISHED" and t["type"] == "ACTOR_TASK"]
+    render_tasks = [t for t in api.rows("tasks") if t["type"] == "ACTOR_TASK" and t["state"] == "FINISHED"
+                    and "(_ShardWorker)" in t["name"] and t["name"].endswith(".submit")]
     render_nodes = {t["node_id"] for t in render_tasks}
     assert render_nodes - {HEAD_NODE_ID}, f"no shard was rendered on a worker node: {render_nodes}"
     heatmap_nodes = watcher.seen - {HEAD_NODE_ID}
-    import collections; print("DEBUG", collections.Counter((t["name"], t.get("func_or_class_name"), t["node_id"][-5:]) for t in render_tasks))
     heatmap_down_s = _wait_for_scale_down(api, tmp)
 
     # (a) step 3: two 1-CPU Train workers on a 1-CPU head.
@@ -325,8 +352,8 @@ def test_autoscaler_adds_nodes_for_heatmaps_and_training_then_removes_them(autos
     # (c) the idle worker nodes are removed again
     train_down_s = _wait_for_scale_down(api, tmp)
     launched = {n["node_id"] for n in api.rows("nodes")} - {HEAD_NODE_ID}
-    print(f"\nautoscaler: heatmap ran on {len(heatmap_nodes)} added node(s) ({len(render_tasks)} shard calls, "
-          f"on {len(render_nodes)} node(s)), scaled down {heatmap_down_s:.0f} s after; training ran on "
+    print(f"\nautoscaler: heatmap ran on {len(heatmap_nodes)} added node(s) ({len(render_tasks)} shards rendered, on "
+          f"{len(render_nodes)} node(s)), scaled down {heatmap_down_s:.0f} s after; training ran on "
           f"{len(train_nodes)} added node(s) (Train workers on {len(worker_nodes)} node(s)), scaled down "
           f"{train_down_s:.0f} s after; {len(launched)} worker node(s) launched in all")
     assert launched >= heatmap_nodes | train_nodes and len(launched) <= 2 * MAX_WORKER_NODES

@@ -78,6 +78,13 @@ def test_the_pipeline_runs_from_and_into_a_bucket(ray_session, s3_bucket, tmp_pa
     assert [it for it, _ in second] == [4]
     assert read_state(second[0][1])["config"]["data_cfg"]["dataset_root"] == f"{uri}/paired"
 
+    assert main(["export-checkpoint", "--checkpoint", second[0][1], "--out", f"{uri}/export/GaitModel-4.pt"]) == 0
+    from ray_gait.models.checkpoint import load_opengait_checkpoint
+    exported = load_opengait_checkpoint(f"{uri}/export/GaitModel-4.pt")
+    saved = read_state(second[0][1])
+    assert exported["iteration"] == 4 and all(
+        np.array_equal(exported["model"][k].numpy(), v.numpy()) for k, v in saved["model"].items())
+
     assert main(["test", *_train_args(bucket, "second"), "--out", f"{uri}/test"]) == 0
     assert "test: 32 sequences" in capsys.readouterr().out
     metrics = json.loads(s3.open_input_stream(f"{bucket}/test/metrics.json").read())

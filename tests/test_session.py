@@ -7,6 +7,7 @@ import pytest
 import ray
 from ray._private import ray_constants
 
+from ray_gait.console import Settings
 from ray_gait.ray_layer import session
 
 
@@ -27,6 +28,7 @@ def fake_init(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
     monkeypatch.setattr(session.ray, "init", recorder)
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
     monkeypatch.delenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, raising=False)
+    monkeypatch.setattr(session, "settings", lambda: Settings(verbose=True))
     return recorder
 
 
@@ -64,6 +66,27 @@ def test_cluster_in_ray_address_is_joined_as_given(fake_init, monkeypatch):
     assert fake_init.calls == [{"address": "10.0.0.5:6379", "log_to_driver": True}]
     assert ray_constants.ENABLE_RAY_CLUSTER is True
     assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in session.os.environ
+
+
+def test_without_verbose_ray_output_stays_in_its_log_files(fake_init, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(session, "settings", lambda: Settings(verbose=False))
+    calls: list[str] = []
+    monkeypatch.setattr(session, "_quiet_ray_console", lambda: calls.append("quiet"))
+    monkeypatch.setattr(session, "quiet_ray_loggers", lambda: calls.append("loggers"))
+    monkeypatch.setattr(session, "drop_native_lines", calls.append)
+    session.ensure_ray(num_cpus=2)
+    assert fake_init.calls == [session.local_init_kwargs(2, log_to_driver=False)]
+    assert calls == ["quiet", "loggers", session.RAY_NATIVE_LOG_LINE]
+
+
+def test_ray_console_handlers_show_errors_only_and_files_keep_everything(monkeypatch):
+    import logging
+    logger = logging.getLogger("ray.ray_gait_test")
+    console, file = logging.StreamHandler(), logging.FileHandler("/dev/null", delay=True)
+    monkeypatch.setattr(logger, "handlers", [console, file])
+    session.quiet_ray_loggers()
+    assert console.level == logging.ERROR and file.level == logging.NOTSET
 
 
 def test_nothing_happens_once_ray_is_up(fake_init, monkeypatch):

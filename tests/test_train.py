@@ -85,6 +85,7 @@ def test_loss_decreases(synth_maps, tmp_path):
     losses = scalars(events, "train/loss")
     assert len(losses) == 6
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
+    assert (tmp_path / "learn" / "train_curves.png").stat().st_size > 2000
     checkpoint = next(p for p in (tmp_path / "learn").glob("checkpoint_*") if (p / "state.pt").exists())
     out = tmp_path / "opengait.pt"
     assert main(["export-checkpoint", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0

@@ -171,16 +171,16 @@ def _pair_with_silhouettes(refs: list[SequenceRef], silhouette_root: str,
     return [replace(ref, sil=sil) for ref, sil in plan.pairs], plan.unmatched
 
 
-def build_index(root: str, ids: set[str] | list[str], *, dataset_name: str = "", silhouette_root: str = "",
+def build_index(root: str, ids: set[str] | list[str] | None, *, dataset_name: str = "", silhouette_root: str = "",
                 needs_silhouettes: bool = False) -> SplitIndex:
-    """The index of the sequences of `root` whose identity is in `ids` (see the module docstring)."""
+    """The index of the sequences of `root` whose identity is in `ids`, every one when None (see the module docstring)."""
     kind = dataset_kind(root)
-    wanted = {str(i) for i in ids}
     bad: list[tuple[SequenceRef, str]] = []
     if kind == "pose" and not is_pose_dataset(root) and not parquet_files(root):
         refs = _pkl_refs(root, dataset_name)
     else:
         refs, bad = _parquet_refs(root)
+    wanted = {str(i) for i in ids} if ids is not None else {ref.id for ref, _ in bad} | {ref.id for ref in refs}
     refs = [ref for ref in refs if ref.id in wanted]
     refused = [{"key": "/".join(ref.full_key), "source": ref.file, "reason": reason}
                for ref, reason in bad if ref.id in wanted]

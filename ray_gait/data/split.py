@@ -33,6 +33,16 @@ def split_index(cfg: TrainConfig, split: str) -> SplitIndex:
     return index
 
 
+def dataset_index(cfg: TrainConfig, root: str) -> SplitIndex:
+    """The index of every sequence of the data set `root`, read as the config's model reads it; ValueError when empty."""
+    data = cfg.data_cfg
+    index = build_index(root, None, dataset_name=data.dataset_name, silhouette_root=data.silhouette_root,
+                        needs_silhouettes="silhouette" in model_columns(cfg))
+    if not len(index):
+        raise ValueError(f"no sequence found in {root}")
+    return index
+
+
 def make_reader(cfg: TrainConfig, index: SplitIndex, render_device: str | None = None,
                 once: bool = False) -> SequenceReader:
     """A reader of `index` with the config's cache bound (`data_cfg.cache` / `cache_mb`) and heatmap config;

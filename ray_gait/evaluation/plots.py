@@ -1,79 +1,162 @@
-"""PNG plots drawn with OpenCV: Rank-1 per probe view x gallery view, and CMC curves."""
+"""Plots drawn with matplotlib (Agg, no display): CMC curves, Rank-1 per probe x gallery view, training curves.
+
+Each `*_figure` function is pure: data in, a `matplotlib.figure.Figure` out (axes labelled, nothing
+drawn on screen or written).  `figure_png` and `figure_image` render one, as PNG bytes or as the
+BGR array that `ray_gait.heatmap.preview.write_png` encodes; `view_heatmap`, `cmc_plot` and
+`line_plot` return that array directly.
+"""
 from __future__ import annotations
 
+import io
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-WHITE, BLACK, GRID = (255, 255, 255), (30, 30, 30), (200, 200, 200)
-COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140)]
+from ray_gait.io import fs
+
+DPI = 100
+SIZE = (640, 480)
+Curve = tuple[Sequence[float], Sequence[float]]
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.45, colour=BLACK) -> None:
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)
+def _figure(size: tuple[int, int] = SIZE) -> Figure:
+    """A blank figure of `size` pixels (width, height) on the Agg canvas."""
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_image(figure: Figure) -> np.ndarray:
+    """The figure rendered as a BGR uint8 image (height, width, 3)."""
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()
+    return cv2.cvtColor(np.asarray(canvas.buffer_rgba()), cv2.COLOR_RGBA2BGR)
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, at its own size."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def write_figure(target: str, figure: Figure) -> str:
+    """Write a figure as a PNG file (local path or URI), atomically; returns `target`."""
+    fs.write_bytes_atomic(fs.resolve(target), figure_png(figure))
+    return target
+
+
+def view_matrix_figure(matrix: Sequence[Sequence[float]], probe_views: Sequence[str],
+                       gallery_views: Sequence[str], title: str) -> Figure:
+    """Rank-1 (%) per probe view (rows) x gallery view (columns), each cell annotated; NaN cells blank."""
+    values = np.asarray(matrix, dtype=np.float64)
+    rows, cols = values.shape
+    figure = _figure((max(SIZE[0], 120 + 64 * cols), max(360, 140 + 48 * rows)))
+    axes = figure.add_subplot()
+    image = axes.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0.0, vmax=100.0, aspect="auto")
+    for i in range(rows):
+        for j in range(cols):
+            value = values[i, j]
+            text = "-" if math.isnan(value) else f"{value:.0f}"
+            colour = "white" if not math.isnan(value) and value > 60 else "black"
+            axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
+    axes.set_xticks(range(cols), [str(v) for v in gallery_views])
+    axes.set_yticks(range(rows), [str(v) for v in probe_views])
+    axes.set_xlabel("gallery view")
+    axes.set_ylabel("probe view")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="Rank-1 (%)")
+    return figure
+
+
+def lines_figure(curves: Mapping[str, Curve], title: str, x_label: str, y_label: str,
+                 y_range: tuple[float, float] | None = None, markers: bool = False, log_x: bool = False,
+                 size: tuple[int, int] = SIZE) -> Figure:
+    """Named (xs, ys) lines on one labelled axes, with a legend."""
+    figure = _figure(size)
+    axes = figure.add_subplot()
+    for name, (xs, ys) in curves.items():
+        axes.plot(list(xs), list(ys), marker="o" if markers else None, markersize=4, label=name)
+    if log_x:
+        axes.set_xscale("log")
+    if y_range is not None:
+        axes.set_ylim(*y_range)
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    if curves:
+        axes.legend(fontsize=8)
+    return figure
+
+
+def cmc_figure(curves: Mapping[str, Sequence[float]], title: str) -> Figure:
+    """CMC curves: identification rate (%) against rank 1..K, one line per condition (Rank-1 in the legend)."""
+    ranked = {f"{name} (Rank-1 {c[0]:.1f}%)": (list(range(1, len(c) + 1)), list(c))
+              for name, c in curves.items() if len(c)}
+    figure = lines_figure(ranked, title, "rank", "identification rate (%)", y_range=(0.0, 100.0), markers=True)
+    axes = figure.axes[0]
+    axes.set_xlim(0.5, max((len(c) for c in curves.values()), default=1) + 0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
+
+
+def training_figure(loss: Mapping[str, Curve], rank1: Mapping[str, Curve], title: str) -> Figure:
+    """Training curves: losses (left) and Rank-1 (%) of the evaluated splits (right) against the iteration."""
+    figure = _figure((960, 400))
+    left, right = figure.subplots(1, 2)
+    for axes, curves, y_label in ((left, loss, "loss"), (right, rank1, "Rank-1 (%)")):
+        for name, (xs, ys) in curves.items():
+            axes.plot(list(xs), list(ys), marker="o" if len(xs) < 30 else None, markersize=3, label=name)
+        axes.set_xlabel("iteration")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel(y_label)
+        axes.grid(True, alpha=0.3)
+        if curves:
+            axes.legend(fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "not evaluated during training", ha="center", va="center",
+                      transform=axes.transAxes, color="gray")
+            axes.set_xticks([])
+    right.set_ylim(0.0, 100.0)
+    left.set_title("loss")
+    right.set_title("Rank-1")
+    figure.suptitle(title)
+    return figure
+
+
+def _curves(scalars: Mapping[str, Sequence[tuple[int, float]]], tags: Sequence[str]) -> dict[str, Curve]:
+    return {tag: ([s for s, _ in scalars[tag]], [v for _, v in scalars[tag]]) for tag in tags if scalars.get(tag)}
+
+
+def training_curves_figure(scalars: Mapping[str, Sequence[tuple[int, float]]], title: str) -> Figure | None:
+    """Training curves from a run's scalars ({tag: [(iteration, value)]}, as TensorBoard holds them): the total
+    and per-term losses, and the Rank-1 of each evaluated split; None when no loss was recorded."""
+    loss_tags = ["train/loss", *sorted(t for t in scalars if t.endswith("/loss") and t != "train/loss")]
+    rank1_tags = sorted(t for t in scalars if t.endswith("/rank1"))
+    loss = _curves(scalars, loss_tags)
+    if not loss:
+        return None
+    return training_figure(loss, _curves(scalars, rank1_tags), title)
 
 
 def view_heatmap(matrix: Sequence[Sequence[float]], probe_views: Sequence[str], gallery_views: Sequence[str],
-                 title: str, cell: int = 56) -> np.ndarray:
-    """A BGR image: Rank-1 (%) per probe view (rows) x gallery view (columns), numbers in the cells."""
-    m = np.asarray(matrix, dtype=np.float64)
-    left, top = 70, 60
-    img = np.full((top + cell * m.shape[0] + 40, max(left + cell * m.shape[1] + 20, 440), 3), 255, np.uint8)
-    _text(img, title, (10, 22), 0.55)
-    _text(img, "gallery view ->", (left, 45))
-    for i in range(m.shape[0]):
-        _text(img, str(probe_views[i]), (10, top + i * cell + cell // 2 + 5))
-        for j in range(m.shape[1]):
-            value = m[i, j]
-            shade = 255 if math.isnan(value) else int(255 - 2.2 * max(0.0, min(100.0, value)))
-            colour = (255, shade, shade) if not math.isnan(value) else (235, 235, 235)
-            x0, y0 = left + j * cell, top + i * cell
-            cv2.rectangle(img, (x0, y0), (x0 + cell - 2, y0 + cell - 2), colour, -1)
-            label = "-" if math.isnan(value) else f"{value:.0f}"
-            _text(img, label, (x0 + 12, y0 + cell // 2 + 5), 0.5, WHITE if shade < 120 else BLACK)
-    for j, view in enumerate(gallery_views):
-        _text(img, str(view), (left + j * cell + 10, top + cell * m.shape[0] + 20))
-    _text(img, "probe view", (4, top - 8), 0.4)
-    return img
+                 title: str) -> np.ndarray:
+    """A BGR image of `view_matrix_figure`."""
+    return figure_image(view_matrix_figure(matrix, probe_views, gallery_views, title))
 
 
-def line_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, x_label: str,
-              y_range: tuple[float, float] | None = None, size: tuple[int, int] = (560, 400),
-              x_format: str = ".0f", markers: bool = False) -> np.ndarray:
-    """A BGR image of named (xs, ys) lines with axis ticks and a legend (last value shown)."""
-    width, height = size
-    left, right, top, bottom = 60, 150, 40, 50
-    img = np.full((height, width, 3), 255, np.uint8)
-    _text(img, title, (10, 22), 0.55)
-    plot_w, plot_h = width - left - right, height - top - bottom
-    xs_all = [x for xs, _ in curves.values() for x in xs]
-    ys_all = [y for _, ys in curves.values() for y in ys]
-    x0, x1 = min(xs_all), max(xs_all)
-    y0, y1 = y_range or (min(0.0, min(ys_all)), max(ys_all) * 1.05 or 1.0)
-    sx = lambda x: left + int(plot_w * (x - x0) / ((x1 - x0) or 1))  # noqa: E731
-    sy = lambda y: top + plot_h - int(plot_h * (y - y0) / ((y1 - y0) or 1))  # noqa: E731
-    for i in range(6):
-        value = y0 + (y1 - y0) * i / 5
-        cv2.line(img, (left, sy(value)), (left + plot_w, sy(value)), GRID, 1)
-        _text(img, f"{value:.3g}", (4, sy(value) + 5), 0.4)
-    for i in range(5):
-        value = x0 + (x1 - x0) * i / 4
-        _text(img, format(value, x_format), (sx(value) - 8, top + plot_h + 18), 0.4)
-    _text(img, x_label, (left + plot_w // 2 - 20, height - 10), 0.45)
-    for n, (name, (xs, ys)) in enumerate(curves.items()):
-        colour = COLOURS[n % len(COLOURS)]
-        points = np.array([(sx(x), sy(y)) for x, y in zip(xs, ys)], np.int32)
-        cv2.polylines(img, [points], False, colour, 2, cv2.LINE_AA)
-        for point in points if markers else []:
-            cv2.circle(img, (int(point[0]), int(point[1])), 4, colour, -1, cv2.LINE_AA)
-        cv2.line(img, (width - right + 12, top + 12 + 20 * n), (width - right + 32, top + 12 + 20 * n), colour, 2)
-        _text(img, f"{name} {ys[-1]:.3g}", (width - right + 38, top + 16 + 20 * n), 0.4)
-    return img
+def line_plot(curves: Mapping[str, Curve], title: str, x_label: str, y_label: str = "value",
+              y_range: tuple[float, float] | None = None, markers: bool = False, log_x: bool = False) -> np.ndarray:
+    """A BGR image of `lines_figure`."""
+    return figure_image(lines_figure(curves, title, x_label, y_label, y_range=y_range, markers=markers, log_x=log_x))
 
 
-def cmc_plot(curves: dict[str, Sequence[float]], title: str, size: tuple[int, int] = (560, 400)) -> np.ndarray:
-    """A BGR image of CMC curves (accuracy % against rank 1..K), one line per condition."""
-    ranked = {f"{name} R1": (list(range(1, len(c) + 1)), list(c)) for name, c in curves.items()}
-    return line_plot(ranked, title, "rank", y_range=(0.0, 100.0), size=size)
+def cmc_plot(curves: Mapping[str, Sequence[float]], title: str) -> np.ndarray:
+    """A BGR image of `cmc_figure`."""
+    return figure_image(cmc_figure(curves, title))

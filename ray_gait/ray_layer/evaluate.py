@@ -17,13 +17,13 @@ import ray
 import ray.data
 import torch
 
+from ray_gait.console import track
 from ray_gait.data.index import SplitIndex
 from ray_gait.data.split import make_reader, split_index
 from ray_gait.evaluation.config_protocol import evaluate_embeddings, protocol_kwargs
 from ray_gait.evaluation.embed import SequenceEmbedder, load_eval_weights
 from ray_gait.evaluation.metrics import distances, first_positive_rank
-from ray_gait.evaluation.plots import cmc_plot, view_heatmap
-from ray_gait.heatmap.preview import write_png
+from ray_gait.evaluation.plots import cmc_figure, view_matrix_figure, write_figure
 from ray_gait.io import fs
 from ray_gait.io.dataset import read_json, write_json_atomic
 from ray_gait.models import build_model
@@ -166,7 +166,9 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
                                                                       "use_gpu": use_gpu},
                                      batch_size=8, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
                                      num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1)
-    emb, kept, unreadable = collect_embeddings(embedded.iter_batches(batch_size=256, batch_format="numpy"), count)
+    batches = track(embedded.iter_batches(batch_size=32, batch_format="numpy"), "test", total=count, unit="seq",
+                    size=lambda batch: len(batch["position"]))
+    emb, kept, unreadable = collect_embeddings(batches, count)
     for _, reason in sorted(unreadable.items()):
         log.warning("left out of the evaluation: %s", reason)
     kept_keys = [index.keys[i] for i in kept]
@@ -184,17 +186,14 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
     plots = []
     for cond, grid in metrics["view_matrices"].items():
         path = os.path.join(out_dir, condition_plot_name(cond, cfg.evaluator_cfg.eval_func))
-        write_png(fs.resolve(path), view_heatmap(grid["rank1"], grid["probe_views"], grid["gallery_views"],
-                                                 f"{cond}: Rank-1 (%) per probe x gallery view"))
-        plots.append(path)
+        plots.append(write_figure(path, view_matrix_figure(grid["rank1"], grid["probe_views"], grid["gallery_views"],
+                                                           f"{cond}: Rank-1 (%) per probe x gallery view")))
     if cfg.evaluator_cfg.eval_func == "evaluate_protocol":
         spec = read_json(fs.resolve(protocol_kwargs(cfg)["protocol"]))
         curves = cmc_curves(emb, keys["id"], keys["type"], keys["view"], spec, cfg.evaluator_cfg.metric)
         metrics["cmc"] = curves
         if curves:
-            path = os.path.join(out_dir, "cmc.png")
-            write_png(fs.resolve(path), cmc_plot(curves, "CMC, cross-view"))
-            plots.append(path)
+            plots.append(write_figure(os.path.join(out_dir, "cmc.png"), cmc_figure(curves, "CMC, cross-view")))
     metrics["plots"] = plots
     write_json_atomic(fs.resolve(os.path.join(out_dir, "metrics.json")), metrics)
     return metrics

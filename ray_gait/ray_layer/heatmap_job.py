@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ray_gait.console import stage, warn_rejected
 from ray_gait.heatmap.config import HeatmapConfig
 from ray_gait.heatmap.preview import preview_sheet, write_png
 from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, JobSettings, load_shard_record, plan_shards,
@@ -143,15 +144,13 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     new_frames = 0
     if todo:
         ensure_ray()
-        done_seqs = 0
         gpus = 1.0 if device == "cuda" else 0.0
-        for count, row in enumerate(map_shards(todo, render_shard, settings, workers, gpus), start=1):
-            records[row["name"]] = load_shard_record(out.uri, row["name"])
-            done_seqs += int(row["rows"])
-            new_frames += int(row["frames"])
-            elapsed = time.perf_counter() - started
-            log.info("[%d/%d shards] %d sequences, %d frames, %.0f frames/s", count, len(todo), done_seqs,
-                     new_frames, new_frames / max(elapsed, 1e-9))
+        sizes = {shard["name"]: len(shard["sources"]) for shard in todo}
+        with stage("heatmap", total=sum(sizes.values()), unit="seq") as progress:
+            for row in map_shards(todo, render_shard, settings, workers, gpus):
+                records[row["name"]] = load_shard_record(out.uri, row["name"])
+                new_frames += int(row["frames"])
+                progress.update(sizes[row["name"]], frames=new_frames)
     missing = [name for name, rec in records.items() if rec is None]
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) did not finish, e.g. {missing[0]}; run the command again")
@@ -159,6 +158,7 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     errors = refused + [err for rec in finished for err in rec.errors]
     fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
                                                     for err in errors).encode("utf-8"))
+    warn_rejected(errors, out.join(ERRORS).uri)
     manifest: dict[str, Any] = {
         "config": config.to_dict(), "config_hash": config.hash(), "dataset_name": dataset_name,
         "pose_data_path": settings.pose_root, "format": fmt,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
+from ray_gait.console import stage, warn_rejected
 from ray_gait.heatmap.shards import PKL_DIR, remove_stale_shards
 from ray_gait.ingest.formats import AUTO, FORMATS, OPENPOSE_JSON, detect_format, files_of_format
 from ray_gait.ingest.layout import group_sequences
@@ -136,12 +137,12 @@ def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection
     new_sequences = 0
     if todo:
         ensure_ray()
-        for count, row in enumerate(map_shards(todo, ingest_shard, settings, workers), start=1):
-            records[row["name"]] = load_ingest_record(out.uri, row["name"])
-            new_sequences += int(row["rows"])
-            elapsed = time.perf_counter() - started
-            log.info("[%d/%d shards] %d sequences, %.1f sequences/s", count, len(todo), new_sequences,
-                     new_sequences / max(elapsed, 1e-9))
+        sizes = {shard["name"]: len(shard["sources"]) for shard in todo}
+        with stage("ingest", total=sum(sizes.values()), unit="seq") as progress:
+            for row in map_shards(todo, ingest_shard, settings, workers):
+                records[row["name"]] = load_ingest_record(out.uri, row["name"])
+                new_sequences += int(row["rows"])
+                progress.update(sizes[row["name"]])
     missing = [name for name, rec in records.items() if rec is None]
     if missing:
         raise RuntimeError(f"{len(missing)} shard(s) did not finish, e.g. {missing[0]}; run the command again")
@@ -152,6 +153,7 @@ def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection
     errors = layout_errors + [err for rec in finished for err in rec.errors]
     fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
                                                     for err in errors).encode("utf-8"))
+    warn_rejected(errors, out.join(ERRORS).uri)
     unindexed = sum(rec.unindexed for rec in finished)
     if unindexed:
         log.warning("%d sequence(s) have no %s below %s: their crowded frames were tracked instead",

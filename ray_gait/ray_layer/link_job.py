@@ -21,11 +21,15 @@ from typing import Any
 import pyarrow.fs as pafs
 import ray
 import ray.data
+from ray.actor import ActorHandle
+from ray.data.expressions import col
 
+from ray_gait.console import stage
 from ray_gait.io import fs
 from ray_gait.io.dataset import MANIFEST, PAIRED_SCHEMA, write_json_atomic
 from ray_gait.pairing.load import pair_group
 from ray_gait.pairing.plan import PairPlan, index_heatmaps, index_silhouettes, plan_pairs
+from ray_gait.ray_layer.progress import remote_counter
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.yaml_config import config_hash
 
@@ -59,10 +63,22 @@ def _groups(kind: str, heatmap_root: str, plan: PairPlan) -> list[dict[str, Any]
             for name, pairs in sorted(grouped.items())]
 
 
+def _pair_and_count(group: dict[str, Any], with_arrays: bool, counter: ActorHandle) -> list[dict[str, Any]]:
+    """`pair_group`, its pairs then counted in the driver's progress stage."""
+    rows = pair_group(group, with_arrays=with_arrays)
+    counter.add.remote(len(group["pairs"]))
+    return rows
+
+
 def _check_pairs(groups: list[dict[str, Any]], with_arrays: bool) -> ray.data.Dataset:
     ensure_ray()
+    total = sum(len(group["pairs"]) for group in groups)
     ds = ray.data.from_items(groups, override_num_blocks=max(1, min(len(groups), 200)))
-    return ds.flat_map(pair_group, fn_kwargs={"with_arrays": with_arrays}, num_cpus=1).materialize()
+    with stage("link", total=total, unit="pair") as progress, remote_counter(progress) as counter:
+        checked = ds.flat_map(_pair_and_count, fn_kwargs={"with_arrays": with_arrays, "counter": counter},
+                              num_cpus=1).materialize()
+        progress.advance_to(total)
+    return checked
 
 
 def _report(out_dir: str, unmatched: list[dict[str, str]]) -> None:
@@ -162,7 +178,7 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
     log.info("%d heatmaps (%s), %d silhouette folders: %d pairs to check, %d unmatched so far",
              len(heatmaps), kind, len(silhouettes), len(plan.pairs), len(plan.unmatched))
     checked = _check_pairs(_groups(kind, fs.resolve(heatmap_data_path).uri, plan), with_arrays=fmt == "parquet")
-    failed = checked.filter(lambda r: r["error"] != "").select_columns(["id", "type", "view", "error"]).take_all()
+    failed = checked.filter(expr=col("error") != "").select_columns(["id", "type", "view", "error"]).take_all()
     unmatched = plan.unmatched + [{"key": f"{r['id']}/{r['type']}/{r['view']}", "reason": r["error"]} for r in failed]
     paired = checked.count() - len(failed)
     manifest = {"kind": LINK_KIND, "heatmap_data_path": heatmap_data_path,
@@ -173,7 +189,7 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
             target = out
         else:
             target = fs.resolve(f"{out.path}.staging-{uuid.uuid4().hex[:8]}")
-        good = checked.filter(lambda r: r["error"] == "").drop_columns(["error"])
+        good = checked.filter(expr=col("error") == "").drop_columns(["error"])
         good.write_parquet(target.uri, schema=PAIRED_SCHEMA, mode="overwrite", row_group_size=1)
         _report(target.uri, unmatched)
         write_json_atomic(target.join(MANIFEST), manifest)
@@ -183,7 +199,7 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
         if not out.is_local:
             raise ValueError("--format symlink needs a local --output_path")
         pairs = {entry.key: (entry, sil) for entry, sil in plan.pairs}
-        for row in checked.filter(lambda r: r["error"] == "").iter_rows():
+        for row in checked.filter(expr=col("error") == "").iter_rows():
             key = (row["id"], row["type"], row["view"])
             folder = os.path.join(out.path, *key)
             os.makedirs(folder, exist_ok=True)

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any
 
+from ray_gait.console import stage
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.ray_layer.shard_map import map_shards
 from ray_gait.synth import SequenceSpec, SynthConfig, generate_sequence, plan_sequences, write_metadata, write_sequence
@@ -50,10 +51,10 @@ def run_synth_job(out_root: str, cfg: SynthConfig, workers: int | None = None,
     ensure_ray()
     made = skipped = frames = 0
     rows = map_shards(shards, generate_shard, {"out_root": out_root, "config": cfg.to_dict()}, workers)
-    for count, row in enumerate(rows, start=1):
-        made, skipped, frames = made + row["made"], skipped + row["skipped"], frames + row["frames"]
-        if count % max(1, len(shards) // 10) == 0 or count == len(shards):
-            log.info("[%d/%d shards] %d sequences written, %d already there", count, len(shards), made, skipped)
+    with stage("synth", total=len(specs), unit="seq") as progress:
+        for row in rows:
+            made, skipped, frames = made + row["made"], skipped + row["skipped"], frames + row["frames"]
+            progress.update(row["made"] + row["skipped"], written=made, frames=frames)
     if preview:
         write_preview(out_root, os.path.join(out_root, "preview.png"))
     return {"sequences": len(specs), "made": made, "skipped": skipped, "frames": frames,

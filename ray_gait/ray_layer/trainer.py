@@ -15,27 +15,33 @@ import logging
 import posixpath
 import signal
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.util.queue import Empty, Queue
 
+from ray_gait.console import Stage, stage
 from ray_gait.data.index import SplitIndex
+from ray_gait.evaluation.plots import training_curves_figure, write_figure
 from ray_gait.io import fs
 from ray_gait.data.sampler import TripletSampler
 from ray_gait.data.split import make_reader, partition_splits, split_index
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.training.config import TrainConfig
+from ray_gait.training.events import run_scalars
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer, build_scheduler
 from ray_gait.training.state import saved_checkpoints
 from ray_gait.training.worker_loop import LoopContext, train_loop
 
 log = logging.getLogger(__name__)
+
+CURVES = "train_curves.png"
 
 
 def _restore_source(cfg: TrainConfig, run_dir: str) -> str | None:
@@ -133,12 +139,81 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     )
 
 
+class _ReportQueue(UserCallback):
+    """Rank 0's metrics of every report, put by Ray Train's controller (where this callback runs) on a
+    queue that a driver thread reads and shows in the training's progress stage."""
+
+    def __init__(self) -> None:
+        self.queue: Queue | None = None
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        """Pass rank 0's metrics on."""
+        if metrics and self.queue is not None:
+            self.queue.put(dict(metrics[0]))
+
+    @contextlib.contextmanager
+    def shown_in(self, progress: Stage) -> Iterator[None]:
+        """Create the queue (Ray is up) and show each report in `progress` until the block ends."""
+        self.queue = queue = Queue(actor_options={"num_cpus": 0})
+        finished = threading.Event()
+
+        def follow() -> None:
+            while True:
+                try:
+                    show_report(progress, queue.get(timeout=0.5))
+                except Empty:
+                    if finished.is_set():
+                        return
+                except ray.exceptions.RayError:                     # the queue is gone: nothing more to show
+                    return
+
+        thread = threading.Thread(target=follow, name="ray_gait-train-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            thread.join(timeout=10)
+            queue.shutdown(force=True)
+            self.queue = None
+
+
+def show_report(progress: Stage, metrics: dict[str, Any]) -> None:
+    """Move the training stage to a report's iteration, with its loss and Rank-1 values; warn of left-out sequences."""
+    info = {"loss": float(metrics["loss"])} if "loss" in metrics else {}
+    for key in sorted(metrics):
+        split, _, name = key.partition("/")
+        if name == "rank1":
+            info[key] = float(metrics[key])
+        elif name == "unreadable" and metrics[key]:
+            log.warning("iteration %s: %d %s sequence(s) left out of the evaluation (unreadable)",
+                        metrics.get("iteration"), int(metrics[key]), split)
+    progress.advance_to(int(metrics.get("iteration", progress.done)), **info)
+
+
+def _resumed_iteration(run_dir: str) -> int:
+    """The iteration of the run's latest checkpoint (where a rerun resumes), 0 for a new run."""
+    found = saved_checkpoints(run_dir)
+    return found[-1][0] if found else 0
+
+
+def write_training_curves(run_dir: str) -> str | None:
+    """`<run>/train_curves.png`: loss and Rank-1 per iteration from the run's TensorBoard events; None without them."""
+    figure = training_curves_figure(run_scalars(posixpath.join(run_dir, "tensorboard")), posixpath.basename(run_dir))
+    return None if figure is None else write_figure(posixpath.join(run_dir, CURVES), figure)
+
+
 def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Result:
-    """Train with Ray Train as `cfg` says; returns Ray Train's Result (metrics, checkpoint, path)."""
-    trainer = make_trainer(cfg, config_tree)
+    """Train with Ray Train as `cfg` says, shown as one progress stage of iterations; writes the run's training
+    curves. Returns Ray Train's Result (metrics, checkpoint, path)."""
+    run_dir = posixpath.join(cfg.ray_cfg.storage_path, cfg.trainer_cfg.save_name)
+    reports = _ReportQueue()
+    trainer = make_trainer(cfg, config_tree, callbacks=[reports])
     sigint = signal.getsignal(signal.SIGINT)
     try:
-        return trainer.fit()
+        with stage("train", total=cfg.trainer_cfg.total_iter, unit="iter",
+                   initial=_resumed_iteration(run_dir)) as progress, reports.shown_in(progress):
+            result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if "Error" in line and ":" in line]
         raise RuntimeError(f"training failed: {lines[-1] if lines else exc}") from exc
@@ -146,3 +221,7 @@ def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Res
         # fit() leaves a Ctrl-C handler that holds the finished run's TrainController actor (~500 MB) alive
         if sigint is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, sigint)
+    curves = write_training_curves(run_dir)
+    if curves:
+        log.info("training curves: %s", curves)
+    return result

@@ -21,7 +21,8 @@ import yaml
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from ray_gait.heatmap.preview import write_png
+from ray_gait.console import Stage, settings, stage
+from ray_gait.evaluation.plots import write_figure
 from ray_gait.io import fs
 from ray_gait.io.dataset import write_json_atomic
 from ray_gait.ray_layer.heatmap_job import run_heatmap_job
@@ -31,7 +32,7 @@ from ray_gait.data.split import partition_splits
 from ray_gait.ray_layer.trainer import check_training_config, make_trainer
 from ray_gait.training.config import TrainConfig, config_from_tree, path_overrides
 from ray_gait.training.data import needs_silhouettes
-from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_plot, trials_table
+from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_figure, trials_table
 from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_heatmap_config
 from ray_gait.yaml_config import apply_overrides
 
@@ -81,6 +82,45 @@ class _MetricReport(TuneReportCallback):
         """Pass rank 0's report on when it holds the metric."""
         if metrics and self.metric in metrics[0]:
             super().after_report(run_context, metrics, checkpoint)
+
+
+_open_sweep: list[Stage] = []     # the progress stage of the sweep running on this driver (read by _TrialsDone)
+
+
+class _TrialsDone(ray.tune.Callback):
+    """Runs on the driver: counts every trial that ends (completed, stopped early, failed) in the sweep's stage,
+    with the best metric so far.  It finds the stage in `_open_sweep`, not in itself, since Tune pickles it with
+    the sweep."""
+
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric, self.mode = metric, mode
+
+    def _done(self, trial: Any) -> None:
+        if not _open_sweep:
+            return
+        progress = _open_sweep[-1]
+        key = f"best {self.metric}"
+        value, best = (trial.last_result or {}).get(self.metric), progress.info.get(key)
+        better = value is not None and (best is None or (value > best if self.mode == "max" else value < best))
+        progress.update(1, **({key: float(value)} if better else {}))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """A trial completed or was stopped early."""
+        self._done(trial)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """A trial failed."""
+        self._done(trial)
+
+
+def trial_count(spec: SearchSpec) -> int:
+    """How many trials a new sweep runs: num_samples times each grid's size."""
+    count = spec.num_samples
+    for value in spec.space.values():
+        kind, args = next(iter(value.items()))
+        if kind == "grid_search":
+            count *= len(args)
+    return count
 
 
 def prepare_datasets(spec: SearchSpec, cfg: TrainConfig, cache_root: str) -> list[RenderRecord]:
@@ -236,8 +276,14 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
             trainable, param_space=param_space,
             tune_config=ray.tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
                                             scheduler=scheduler, max_concurrent_trials=concurrency),
-            run_config=ray.tune.RunConfig(name=spec.name, storage_path=storage, verbose=1))
-    results = tuner.fit()
+            run_config=ray.tune.RunConfig(name=spec.name, storage_path=storage, verbose=1 if settings().verbose else 0,
+                                          callbacks=[_TrialsDone(spec.metric, spec.mode)]))
+    with stage("tune", total=None if restored else trial_count(spec), unit="trial") as progress:
+        _open_sweep.append(progress)
+        try:
+            results = tuner.fit()
+        finally:
+            _open_sweep.remove(progress)
     errors = [result.error for result in results if result.error is not None]
     if errors:
         log.warning("%d trial(s) failed; the first: %s", len(errors), " ".join(str(errors[0]).split())[-500:])
@@ -248,12 +294,9 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
     fs.makedirs(fs.resolve(sweep_dir))
     best_path = _write_best(spec, cfg, base_tree, best, sweep_dir, datasets) if best else None
     drawn = [k for k in spec.train_keys if k.startswith("heatmap_cfg.")]      # maps drawn on the fly per trial
-    image = rank1_plot(rows, [k for k in spec.train_keys if k not in drawn] or drawn, spec.heatmap_keys + drawn,
-                       spec.metric)
-    plot = None
-    if image is not None:
-        plot = os.path.join(sweep_dir, PLOT)
-        write_png(fs.resolve(plot), image)
+    figure = rank1_figure(rows, [k for k in spec.train_keys if k not in drawn] or drawn, spec.heatmap_keys + drawn,
+                          spec.metric)
+    plot = None if figure is None else write_figure(os.path.join(sweep_dir, PLOT), figure)
     summary = SweepSummary(path=sweep_dir, rows=rows, renders=renders, best=best, table=table,
                            best_config=best_path, plot=plot, restored=restored,
                            seconds=time.perf_counter() - started)

@@ -1,14 +1,14 @@
 """What a sweep ends with: the table of trials, the best config as YAML, the Rank-1 / lr plot."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from ray_gait.evaluation.plots import line_plot
+from ray_gait.evaluation.plots import figure_image, lines_figure
 from ray_gait.yaml_config import apply_overrides
 
 LR_KEY = "optimizer_cfg.lr"
@@ -60,23 +60,31 @@ def _x_key(rows: Sequence[TrialRow], keys: Sequence[str]) -> str | None:
     return numeric[0] if numeric else None
 
 
-def rank1_plot(rows: Sequence[TrialRow], train_keys: Sequence[str], heatmap_keys: Sequence[str],
-               metric: str) -> np.ndarray | None:
-    """A BGR image: the best metric of each trial against lr (log10), one line per sigma (heatmap config)."""
+def rank1_figure(rows: Sequence[TrialRow], train_keys: Sequence[str], heatmap_keys: Sequence[str],
+                 metric: str) -> Figure | None:
+    """The best metric of each trial against lr (log axis), one line per sigma (heatmap config); None when
+    no trial has a score."""
     x_key = _x_key(rows, train_keys)
     scored = [r for r in rows if r.best is not None and x_key is not None]
-    if not scored:
+    if not scored or x_key is None:
         return None
     xs = [float(r.params[x_key]) for r in scored]
     use_log = min(xs) > 0 and (x_key == LR_KEY or max(xs) / min(xs) >= 10)
     lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row, x in zip(scored, xs):
         label = ", ".join(f"{k.split('.')[-1]} {_format(row.params[k])}" for k in heatmap_keys) or metric
-        lines[label].append((math.log10(x) if use_log else x, float(row.best)))
+        lines[label].append((x, float(row.best)))
     curves = {}
     for label, points in sorted(lines.items()):
         points.sort()
         curves[label] = ([p[0] for p in points], [p[1] for p in points])
-    x_label = f"log10({x_key.split('.')[-1]})" if use_log else x_key.split(".")[-1]
-    return line_plot(curves, f"{metric} against {x_key.split('.')[-1]}", x_label, y_range=(0.0, 100.0),
-                     x_format=".2f" if use_log else ".3g", markers=True)
+    name = x_key.split(".")[-1]
+    return lines_figure(curves, f"{metric} against {name}", f"{name} (log scale)" if use_log else name,
+                        f"best {metric} (%)", y_range=(0.0, 100.0), markers=True, log_x=use_log)
+
+
+def rank1_plot(rows: Sequence[TrialRow], train_keys: Sequence[str], heatmap_keys: Sequence[str],
+               metric: str) -> np.ndarray | None:
+    """A BGR image of `rank1_figure`, or None when no trial has a score."""
+    figure = rank1_figure(rows, train_keys, heatmap_keys, metric)
+    return None if figure is None else figure_image(figure)
