@@ -1,6 +1,6 @@
 """The whole pipeline with its inputs and outputs in a bucket of a real S3-protocol server (moto's, on
 127.0.0.1, started by the test session): ingest, heatmap, link, train, a second run restored from the
-bucket's checkpoint, test, a small sweep; nothing is written to the local working folder."""
+bucket's checkpoint, test, a one-trial sweep; nothing is written to the local working folder."""
 from __future__ import annotations
 
 import json
@@ -97,11 +97,11 @@ def test_the_pipeline_runs_from_and_into_a_bucket(ray_session, s3_bucket, tmp_pa
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "lr", "metric": "val/rank1", "mode": "max",
                                      "scheduler": {"type": "fifo"},
-                                     "space": {"optimizer_cfg.lr": {"grid_search": [0.001, 0.002]}}}))
+                                     "space": {"optimizer_cfg.lr": {"grid_search": [0.002]}}}))
     assert main(["tune", "--search", str(sweep), *_train_args(bucket, "sweep", "--set", "data_cfg.val_ids=1",
                                                                "--set", f"ray_cfg.storage_path={uri}/tune")]) == 0
     summary = json.loads(s3.open_input_stream(f"{bucket}/tune/lr/sweep.json").read())
-    assert len(summary["trials"]) == 2 and all(t["iteration"] == 2 for t in summary["trials"])
+    assert len(summary["trials"]) == 1 and summary["trials"][0]["iteration"] == 2
     assert "best_config.yaml" in _objects(s3, f"{bucket}/tune/lr")
 
     assert os.listdir(work) == [], "nothing is written to the working folder"

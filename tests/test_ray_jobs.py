@@ -67,7 +67,7 @@ def head_node():
         # `ray stop` would stop every Ray on the machine (the tests' own too): stop this one by its group.
         try:
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(90)
+            process.wait(15)       # GCS and Ray Data's detached actors can take 30-90 s more: then SIGKILL
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
