@@ -29,6 +29,7 @@ step model-step "$py" benchmarks/model_step.py --device cuda --amp --steps 10
 step train-throughput "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --sync-bn --steps 10
 step train-throughput-8-threads "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --steps 10 --input-threads 8
 step train-throughput-fp32 "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10
+step train-throughput-fp32-8-ranks "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10 --ranks 8 --input-threads 2
 step render-on-the-fly "$py" benchmarks/render_on_the_fly.py --device cuda
 step export-speed "$py" benchmarks/export_speed.py --device cuda --widths seed
 exit $status

@@ -10,9 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cv2  # noqa: E402
-
-from ray_gait.evaluation.plots import line_plot  # noqa: E402
+from ray_gait.evaluation.plots import lines_figure, write_figure  # noqa: E402
 from ray_gait.training.events import scalar_series  # noqa: E402
 
 PANELS = {"loss": ["train/loss", "triplet/loss", "softmax/loss"], "accuracy": ["softmax/accuracy"]}
@@ -38,7 +36,7 @@ def main() -> None:
                 print(f"{tag}: first {series[0][1]:.4f} at {series[0][0]}, last {series[-1][1]:.4f} at {series[-1][0]}")
         if curves:
             path = out / f"{panel}.png"
-            cv2.imwrite(str(path), line_plot(curves, f"{Path(args.run_dir).name}: {panel}", "iteration", panel))
+            write_figure(str(path), lines_figure(curves, f"{Path(args.run_dir).name}: {panel}", "iteration", panel))
             print(f"wrote {path}")
 
 

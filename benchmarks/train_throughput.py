@@ -5,13 +5,15 @@ training step, and their ratio (target >= 2).
 
     python benchmarks/train_throughput.py [--models skeletongait,skeletongait++] [--batch 32x4]
         [--frames 30] [--widths tiny|seed] [--device cpu|cuda] [--amp] [--sync-bn] [--steps 3]
-        [--input-threads N]
+        [--input-threads N] [--ranks N]
 
 `--widths seed` uses the reference configs (Gait3D: 32x4 sequences of 30 frames is the reference
 batch); `tiny` the synthetic set's CPU configs.  `--amp` is `enable_float16: true` (bf16 where the
 device has it, fp16 + GradScaler otherwise); `--sync-bn` converts BatchNorm to SyncBatchNorm in a
 one-process NCCL group (CUDA only, as in torch): with one rank there is nothing to synchronise, so it
-times the converted model, not the all-gather of several GPUs.
+times the converted model, not the all-gather of several GPUs.  `--ranks N` measures one rank of an
+N-rank DDP run: P x K is the global batch (as in OpenGait's configs), each rank builds and steps its
+share of it.  A step that runs out of device memory is reported as such and the next model goes on.
 """
 from __future__ import annotations
 
@@ -62,10 +64,10 @@ def config_for(model: str, widths: str, batch: tuple[int, int], frames: int) -> 
                               "model_cfg.SeparateBNNecks.class_num": CLASSES})
 
 
-def input_rate(cfg: TrainConfig, data: SequenceSet, steps: int, threads: int) -> float:
-    """Sequences/s that `threads` prefetch threads (data_cfg.num_workers) turn into model-ready batches."""
+def input_rate(cfg: TrainConfig, data: SequenceSet, steps: int, threads: int, ranks: int) -> float:
+    """Sequences/s that `threads` prefetch threads (data_cfg.num_workers) turn into one rank's batches."""
     torch.set_num_threads(1)
-    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform)
+    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform, world_size=ranks)
     batch_size = len(maker.make(0)[1])
     start = time.perf_counter()
     for _ in prefetch(maker, 1, 1 + steps, workers=threads):
@@ -74,10 +76,11 @@ def input_rate(cfg: TrainConfig, data: SequenceSet, steps: int, threads: int) ->
 
 
 def step_seconds(cfg: TrainConfig, data: SequenceSet, device: torch.device, amp: bool, sync_bn: bool,
-                 steps: int) -> float:
-    """Seconds per training step (forward, losses, backward, optimizer) after one warm-up step."""
+                 steps: int, ranks: int) -> tuple[float, int]:
+    """Seconds per training step of one rank's share (forward, losses, backward, optimizer) after one
+    warm-up step, and the sequences in that share."""
     torch.set_num_threads(os.cpu_count() or 1)
-    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform)
+    maker = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform, world_size=ranks)
     model = build_model(cfg.model_cfg)
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -87,6 +90,7 @@ def step_seconds(cfg: TrainConfig, data: SequenceSet, device: torch.device, amp:
     dtype = autocast_dtype(True, device) if amp else None
     scaler = make_scaler(dtype, device)
     batch = maker.make(0)
+    share = len(batch[1])
     train_step(model, losses, optimizer, scaler, batch, device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -95,7 +99,7 @@ def step_seconds(cfg: TrainConfig, data: SequenceSet, device: torch.device, amp:
         train_step(model, losses, optimizer, scaler, batch, device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, share
 
 
 def one_rank_group() -> None:
@@ -117,7 +121,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--input-threads", type=int, default=1,
                         help="prefetch threads building batches (data_cfg.num_workers), default 1")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="measure one rank of an N-rank run (its share of the P x K batch), default 1")
     args = parser.parse_args()
+    if args.ranks < 1:
+        parser.error("--ranks must be >= 1")
     p, k = (int(v) for v in args.batch.split("x"))
     device = torch.device(args.device)
     if args.sync_bn and device.type != "cuda":
@@ -125,15 +133,23 @@ def main() -> None:
     if args.sync_bn:
         one_rank_group()
     cores = os.cpu_count() or 1
-    print(f"batch {p}x{k} of {args.frames} frames, {args.widths} widths, {device}, "
+    print(f"batch {p}x{k} of {args.frames} frames ({args.ranks} rank(s), one measured), {args.widths} widths, {device}, "
           f"{'AMP' if args.amp else 'fp32'}{', SyncBN (1 rank)' if args.sync_bn else ''}, {cores} cores")
     for model in args.models.split(","):
         cfg = config_for(model, args.widths, (p, k), args.frames)
         columns = input_columns(cfg.model_cfg["model"], cfg.data_cfg.data_in_use)
         data = fake_sequences(columns, CLASSES, 6, np.random.default_rng(0))
-        delivered = input_rate(cfg, data, max(args.steps, 2 * args.input_threads), args.input_threads)
-        seconds = step_seconds(cfg, data, device, args.amp, args.sync_bn, args.steps)
-        consumed = p * k / seconds
+        delivered = input_rate(cfg, data, max(args.steps, 2 * args.input_threads), args.input_threads, args.ranks)
+        try:
+            seconds, share = step_seconds(cfg, data, device, args.amp, args.sync_bn, args.steps, args.ranks)
+        except torch.OutOfMemoryError:
+            print(f"{model:>15}: input {delivered:8.1f} sequences/s | step: out of {device} memory at "
+                  f"{p * k // args.ranks} sequences x {args.frames} frames in {'AMP' if args.amp else 'fp32'} "
+                  f"(P x K is the global batch: try --ranks N or --amp)")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        consumed = share / seconds
         print(f"{model:>15}: input {delivered:8.1f} sequences/s with {args.input_threads} thread(s) | step "
               f"{seconds:7.3f} s = {consumed:8.1f} sequences/s | ratio {delivered / consumed:6.2f}")
 

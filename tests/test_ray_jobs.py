@@ -67,7 +67,7 @@ def head_node():
         # `ray stop` would stop every Ray on the machine (the tests' own too): stop this one by its group.
         try:
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(15)       # GCS and Ray Data's detached actors can take 30-90 s more: then SIGKILL
+            process.wait(5)        # GCS and Ray Data's detached actors can take 30-90 s more: then SIGKILL
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
@@ -85,7 +85,7 @@ def test_submitted_pipeline_job_runs_every_step(head_node, tmp_path):
                "--frames", "16:20", "--iters", "2", "--set", "model_cfg.Backbone.C=0.5",
                "--set", "trainer_cfg.sampler.batch_size=[2,2]", "--set", "trainer_cfg.sampler.frames_num_fixed=8",
                "--set", "trainer_cfg.save_iter=2", "--set", "trainer_cfg.log_iter=1",
-               "--set", "trainer_cfg.warmup_iter=0", "--set", "ray_cfg.num_workers=2",
+               "--set", "trainer_cfg.warmup_iter=0", "--set", "ray_cfg.num_workers=1",
                "--set", "evaluator_cfg.enable_float16=false"]
     for _ in range(30):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

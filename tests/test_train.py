@@ -72,21 +72,29 @@ def test_too_few_classes_fail_on_the_driver_before_any_worker(synth_maps, tmp_pa
     assert not (tmp_path / "few").exists(), "no Ray Train run was started"
 
 
-def test_loss_decreases(synth_maps, tmp_path):
+def test_loss_decreases_and_with_test_reports_what_ray_gait_test_gives(synth_maps, tmp_path):
     data, paired = synth_maps
     overrides = _overrides(data, paired, tmp_path, "learn", **{"trainer_cfg.total_iter": 24,
                                                                "trainer_cfg.log_iter": 4, "trainer_cfg.save_iter": 24,
+                                                               "trainer_cfg.with_test": True,
                                                                "scheduler_cfg": {"scheduler": "MultiStepLR",
                                                                                  "milestones": [100]}})
     assert main(_args(overrides)) == 0
     events = list((tmp_path / "learn" / "tensorboard").glob("events.out.tfevents.*"))
     assert events, "TensorBoard event files are written"
-    from ray_gait.training.events import scalars
+    from ray_gait.training.events import scalar_series, scalars
     losses = scalars(events, "train/loss")
     assert len(losses) == 6
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
     assert (tmp_path / "learn" / "train_curves.png").stat().st_size > 2000
     checkpoint = next(p for p in (tmp_path / "learn").glob("checkpoint_*") if (p / "state.pt").exists())
+    # rank 0's test pass at save_iter (with_test) against `ray-gait test` (Ray Data actors) on the same weights
+    assert main(["test", *_args(overrides)[1:], "--checkpoint", str(checkpoint), "--out", str(tmp_path / "test")]) == 0
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"NM", "BG", "CL"}
+    for cond, values in metrics["results"].items():
+        assert scalar_series(events, f"test/{cond}/rank1") == [(24, pytest.approx(values["rank1"], abs=1e-4))], cond
+    assert scalar_series(events, "test/rank1")
     out = tmp_path / "opengait.pt"
     assert main(["export-checkpoint", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     from ray_gait.models import build_model, load_opengait_checkpoint
@@ -99,9 +107,10 @@ def test_loss_decreases(synth_maps, tmp_path):
 
 def test_killed_run_resumes_to_the_uninterrupted_weights(synth_maps, tmp_path, ray_session):
     data, paired = synth_maps
-    straight = _overrides(data, paired, tmp_path, "straight")
+    one = {"ray_cfg.num_workers": 1}      # resume is the subject here; DDP: test_one_ddp_step_...
+    straight = _overrides(data, paired, tmp_path, "straight", **one)
     assert main(_args(straight)) == 0
-    resumed = _overrides(data, paired, tmp_path, "resumed")
+    resumed = _overrides(data, paired, tmp_path, "resumed", **one)
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py")] + _args(resumed)[1:]
     env = dict(os.environ, RAY_ADDRESS=ray_session)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -119,6 +128,14 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(synth_maps, tmp_path, r
     assert a["iteration"] == b["iteration"] == 6
     for key, value in a["model"].items():
         assert torch.allclose(value.float(), b["model"][key].float(), rtol=1e-4, atol=1e-5), key
+    # restore_hint as an iteration number names that iteration's checkpoint of the run
+    from ray_gait.ray_layer.trainer import _restore_source
+    saved = {read_state(str(p))["iteration"]: str(p) for p in (tmp_path / "straight").glob("checkpoint_*")
+             if (p / "state.pt").exists()}
+    assert sorted(saved) == [2, 4, 6]
+    by_number = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), dict(straight, **{
+        "trainer_cfg.restore_hint": 2})), str(CONFIG))
+    assert _restore_source(by_number, str(tmp_path / "straight")) == saved[2]
 
 
 def _processes_titled(prefix: str) -> list[int]:
@@ -209,38 +226,6 @@ def test_one_ddp_step_applies_the_mean_of_both_ranks_gradients(synth_maps, tmp_p
     assert moved > len(names) // 2, "the step changed the weights"
     assert max((g0 - g1).abs().max() for g0, g1 in zip(*grads)) > 1e-4, \
         "the two ranks' shares give different gradients (else the check proves nothing)"
-
-
-def test_with_test_reports_rank1_at_save_iter(synth_maps, tmp_path):
-    from ray_gait.ray_layer.trainer import run_training
-    data, paired = synth_maps
-    overrides = _overrides(data, paired, tmp_path, "withtest", **{"trainer_cfg.total_iter": 4,
-                                                                  "trainer_cfg.with_test": True})
-    tree = apply_overrides(read_yaml(str(CONFIG)), overrides)
-    result = run_training(config_from_tree(tree, str(CONFIG)), tree)
-    assert {"test/NM/rank1", "test/BG/rank1", "test/CL/rank1", "test/rank1"} <= set(result.metrics)
-    assert 0.0 <= result.metrics["test/rank1"] <= 100.0
-
-
-def test_restore_hint_path_continues_at_its_iteration_with_bf16(synth_maps, tmp_path):
-    from ray_gait.ray_layer.trainer import run_training
-    data, paired = synth_maps
-    first = apply_overrides(read_yaml(str(CONFIG)), _overrides(
-        data, paired, tmp_path, "first", **{"trainer_cfg.total_iter": 2, "trainer_cfg.enable_float16": True}))
-    run_training(config_from_tree(first, str(CONFIG)), first)
-    checkpoint = next(p for p in (tmp_path / "first").glob("checkpoint_*") if (p / "state.pt").exists())
-    second = apply_overrides(read_yaml(str(CONFIG)), _overrides(
-        data, paired, tmp_path, "second", **{"trainer_cfg.total_iter": 4, "trainer_cfg.enable_float16": True,
-                                             "trainer_cfg.restore_hint": str(checkpoint)}))
-    result = run_training(config_from_tree(second, str(CONFIG)), second)
-    assert result.metrics["iteration"] == 4
-    reports = sorted(s["iteration"] for s in [read_state(str(p)) for p in (tmp_path / "second").glob("checkpoint_*")
-                                               if (p / "state.pt").exists()])
-    assert reports == [4]          # save_iter 2: a run started at 0 would have saved iteration 2 as well
-    resumed_by_number = apply_overrides(second, {"trainer_cfg.save_name": "first", "trainer_cfg.restore_hint": 2})
-    from ray_gait.ray_layer.trainer import _restore_source
-    assert _restore_source(config_from_tree(resumed_by_number, str(CONFIG)),
-                           str(tmp_path / "first")) == str(checkpoint)
 
 
 @pytest.mark.gpu

@@ -17,9 +17,14 @@ from ray_gait.data.frames import FrameSampling, collate_frames
 from ray_gait.data.reader import SequenceError
 from ray_gait.io import fs
 from ray_gait.data.transforms import build_transform
+from ray_gait.heap import release_free_heap
 from ray_gait.training.config import TrainConfig
 from ray_gait.training.data import SequenceSource, model_input
 from ray_gait.training.loop import autocast_dtype
+
+
+TRIM_EVERY = 8
+"""Sequences embedded between two returns of the heap's free pages (ray_gait.heap)."""
 
 
 class SequenceEmbedder:
@@ -48,22 +53,20 @@ class SequenceEmbedder:
                 net.train()
         return out.inference[0].float().cpu().numpy()
 
-    def embed_all(self, source: SequenceSource, indices: Sequence[int] | None = None) -> np.ndarray:
-        """Embeddings [n, E, p] of `indices` (every sequence when None), in that order."""
-        chosen = range(len(source.labels)) if indices is None else indices
-        return np.stack([self.embed(source, int(i)) for i in chosen])
-
     def embed_readable(self, source: SequenceSource,
                        indices: Sequence[int] | None = None) -> tuple[dict[int, np.ndarray], dict[int, str]]:
         """Embeddings of the readable sequences of `indices`, and the reason each other one cannot be read."""
         chosen = range(len(source.labels)) if indices is None else indices
         embedded: dict[int, np.ndarray] = {}
         unreadable: dict[int, str] = {}
-        for i in map(int, chosen):
+        for n, i in enumerate(map(int, chosen), start=1):
             try:
                 embedded[i] = self.embed(source, i)
             except SequenceError as exc:
                 unreadable[i] = str(exc)
+            if n % TRIM_EVERY == 0:
+                release_free_heap()
+        release_free_heap()
         return embedded, unreadable
 
 

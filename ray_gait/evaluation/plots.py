@@ -2,22 +2,23 @@
 
 Each `*_figure` function is pure: data in, a `matplotlib.figure.Figure` out (axes labelled, nothing
 drawn on screen or written).  `figure_png` and `figure_image` render one, as PNG bytes or as the
-BGR array that `ray_gait.heatmap.preview.write_png` encodes; `view_heatmap`, `cmc_plot` and
-`line_plot` return that array directly.
+BGR array that `ray_gait.heatmap.preview.write_png` encodes.  matplotlib is imported when the first
+figure is drawn, so that the Ray workers which import this module's callers and never draw do not
+load it (0.7 s per process).
 """
 from __future__ import annotations
 
 import io
 import math
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import cv2
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from ray_gait.io import fs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 SIZE = (640, 480)
@@ -26,13 +27,22 @@ Curve = tuple[Sequence[float], Sequence[float]]
 
 def _figure(size: tuple[int, int] = SIZE) -> Figure:
     """A blank figure of `size` pixels (width, height) on the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
+def _integer_ticks():
+    """A tick locator that puts ticks on integers only."""
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(integer=True)
+
+
 def figure_image(figure: Figure) -> np.ndarray:
     """The figure rendered as a BGR uint8 image (height, width, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     canvas.draw()
     return cv2.cvtColor(np.asarray(canvas.buffer_rgba()), cv2.COLOR_RGBA2BGR)
@@ -102,7 +112,7 @@ def cmc_figure(curves: Mapping[str, Sequence[float]], title: str) -> Figure:
     figure = lines_figure(ranked, title, "rank", "identification rate (%)", y_range=(0.0, 100.0), markers=True)
     axes = figure.axes[0]
     axes.set_xlim(0.5, max((len(c) for c in curves.values()), default=1) + 0.5)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(_integer_ticks())
     return figure
 
 
@@ -114,7 +124,7 @@ def training_figure(loss: Mapping[str, Curve], rank1: Mapping[str, Curve], title
         for name, (xs, ys) in curves.items():
             axes.plot(list(xs), list(ys), marker="o" if len(xs) < 30 else None, markersize=3, label=name)
         axes.set_xlabel("iteration")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(_integer_ticks())
         axes.set_ylabel(y_label)
         axes.grid(True, alpha=0.3)
         if curves:
@@ -143,20 +153,3 @@ def training_curves_figure(scalars: Mapping[str, Sequence[tuple[int, float]]], t
     if not loss:
         return None
     return training_figure(loss, _curves(scalars, rank1_tags), title)
-
-
-def view_heatmap(matrix: Sequence[Sequence[float]], probe_views: Sequence[str], gallery_views: Sequence[str],
-                 title: str) -> np.ndarray:
-    """A BGR image of `view_matrix_figure`."""
-    return figure_image(view_matrix_figure(matrix, probe_views, gallery_views, title))
-
-
-def line_plot(curves: Mapping[str, Curve], title: str, x_label: str, y_label: str = "value",
-              y_range: tuple[float, float] | None = None, markers: bool = False, log_x: bool = False) -> np.ndarray:
-    """A BGR image of `lines_figure`."""
-    return figure_image(lines_figure(curves, title, x_label, y_label, y_range=y_range, markers=markers, log_x=log_x))
-
-
-def cmc_plot(curves: Mapping[str, Sequence[float]], title: str) -> np.ndarray:
-    """A BGR image of `cmc_figure`."""
-    return figure_image(cmc_figure(curves, title))

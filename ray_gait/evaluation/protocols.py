@@ -21,7 +21,6 @@ Conditions without any probe are left out with a warning.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +39,7 @@ from ray_gait.evaluation.metrics import (
     topk_accuracy,
 )
 from ray_gait.io import fs
+from ray_gait.io.dataset import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -463,11 +463,6 @@ def _has_condition(dataset: str, cond: str, p_idx: np.ndarray, g_idx: np.ndarray
     return False
 
 
-def _read_json(path: str) -> Any:
-    """A JSON file (local path or URI) through the one filesystem layer."""
-    return json.loads(fs.read_bytes(fs.resolve(path)).decode("utf-8"))
-
-
 def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: str,
                    who: str) -> set[str]:
     """A set of sequence names, given directly or as the ``key`` list of a JSON file."""
@@ -475,7 +470,7 @@ def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: st
         raise ValueError(f"{who} needs {key.lower()}: the {key} list of the partition JSON "
                          f"(id-type-view names) or the path of that JSON")
     if isinstance(names, (str, os.PathLike)):
-        content = _read_json(os.fspath(names))
+        content = read_json(fs.resolve(os.fspath(names)))
         if not isinstance(content, dict) or key not in content:
             raise ValueError(f"{who}: {os.fspath(names)} has no {key} list")
         names = content[key]
@@ -485,7 +480,7 @@ def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: st
 def _load_protocol(protocol: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
     """A protocol dict (SPEC 1), given directly or as a JSON path, checked for its keys."""
     if isinstance(protocol, (str, os.PathLike)):
-        protocol = _read_json(os.fspath(protocol))
+        protocol = read_json(fs.resolve(os.fspath(protocol)))
     if not isinstance(protocol, Mapping):
         raise ValueError("a protocol is a JSON object with 'gallery' and 'probes'")
     spec = dict(protocol)

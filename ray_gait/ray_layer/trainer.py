@@ -123,7 +123,7 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     storage = fs.absolute(storage) if storage else ray_cfg.storage_path
     name = cfg.trainer_cfg.save_name
     run_dir = posixpath.join(storage, name)
-    resources = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
+    resources = ray_cfg.worker_resources()
     loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": _restore_source(cfg, run_dir),
                    "tensorboard_dir": posixpath.join(run_dir, "tensorboard")}
     log.info("Ray Train: %d worker(s)%s, %d training sequences (%s), run %s", ray_cfg.num_workers,

@@ -167,7 +167,7 @@ def _concurrency(spec: SearchSpec, cfg: TrainConfig) -> int:
         return spec.max_concurrent_trials
     ray_cfg = cfg.ray_cfg
     resources = ray.cluster_resources()
-    per_worker = dict(ray_cfg.resources_per_worker) or {"CPU": ray_cfg.cpus_per_worker}
+    per_worker = ray_cfg.worker_resources()
     if ray_cfg.use_gpu:
         per_worker.setdefault("GPU", 1)
     fits = [resources.get(name, 0.0) // (amount * ray_cfg.num_workers)

@@ -99,6 +99,10 @@ class RayCfg:
     max_failures: int = 0
     cpus_per_worker: float = 1.0
 
+    def worker_resources(self) -> dict[str, float]:
+        """What Ray reserves for each training worker: `resources_per_worker`, else `cpus_per_worker` CPUs."""
+        return dict(self.resources_per_worker) or {"CPU": self.cpus_per_worker}
+
 
 @dataclass(frozen=True)
 class TrainConfig:

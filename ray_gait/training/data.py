@@ -190,6 +190,21 @@ class BatchMaker:
         return x, labels, lengths
 
 
+MIN_CUDA_INPUT_THREADS = 2
+"""On an H200 one thread fed the seed-width step only 1.5-1.8x faster than it consumed (goal 2x);
+8 threads 5.6-6.8x (benchmarks/README.md, "First GPU figures")."""
+
+
+def input_threads(num_workers: int, device_type: str, reserved_cpus: float) -> int:
+    """Batch-building threads of one training worker: `data_cfg.num_workers` on CPU; on CUDA at least
+    2 and at least the CPUs Ray reserves for the worker less one (the step's own thread)."""
+    if num_workers < 1:
+        raise ValueError(f"data_cfg.num_workers must be >= 1, got {num_workers}")
+    if device_type != "cuda":
+        return num_workers
+    return max(num_workers, MIN_CUDA_INPUT_THREADS, int(reserved_cpus) - 1)
+
+
 def prefetch(maker: BatchMaker, start: int, stop: int, depth: int = 2,
              workers: int = 1) -> Iterator[tuple[int, Any, float]]:
     """Yield (step, batch, seconds waited) for steps start..stop-1, built ahead by `workers` threads.

@@ -22,7 +22,7 @@ from ray_gait.evaluation.embed import SequenceEmbedder
 from ray_gait.io import fs
 from ray_gait.models import build_model
 from ray_gait.training.config import TrainConfig
-from ray_gait.training.data import BatchMaker, SequenceSource, prefetch
+from ray_gait.training.data import BatchMaker, SequenceSource, input_threads, prefetch
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step, with_sync_bn
 from ray_gait.training.optim import build_optimizer, build_scheduler
@@ -110,16 +110,18 @@ def train_loop(cfg: TrainConfig, config_tree: Mapping[str, Any], train: Sequence
     elif ctx.restore_from:
         restore_state(state, read_state(ctx.restore_from), strict=trainer_cfg.restore_ckpt_strict,
                       reset_optimizer=trainer_cfg.optimizer_reset, reset_scheduler=trainer_cfg.scheduler_reset)
+    threads = input_threads(cfg.data_cfg.num_workers, device.type,
+                            float(cfg.ray_cfg.worker_resources().get("CPU", 0.0)))
     writer = _writer(ctx, state.iteration)
     if ctx.rank == 0:
-        log.info("training %s on %d sequences of %d ids, %d worker(s) on %s, from iteration %d to %d",
-                 cfg.model_cfg["model"], len(train.labels), maker.num_classes, ctx.world_size, device.type,
-                 state.iteration, trainer_cfg.total_iter)
+        log.info("training %s on %d sequences of %d ids, %d worker(s) on %s (%d input thread(s) each), "
+                 "from iteration %d to %d", cfg.model_cfg["model"], len(train.labels), maker.num_classes,
+                 ctx.world_size, device.type, threads, state.iteration, trainer_cfg.total_iter)
     started, steps, seqs, wait = time.perf_counter(), 0, 0, 0.0
     sums: dict[str, float] = {}
     try:
         for step, batch, waited in prefetch(maker, state.iteration, trainer_cfg.total_iter,
-                                            workers=cfg.data_cfg.num_workers):
+                                            workers=threads):
             set_train_mode(model, trainer_cfg.fix_BN)
             info = train_step(model, losses, optimizer, state.scaler, batch, device, amp_dtype)
             scheduler.step()

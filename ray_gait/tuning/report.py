@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
-from matplotlib.figure import Figure
-
-from ray_gait.evaluation.plots import figure_image, lines_figure
+from ray_gait.evaluation.plots import lines_figure
 from ray_gait.yaml_config import apply_overrides
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LR_KEY = "optimizer_cfg.lr"
 SIGMA_KEY = "heatmap_generator_args.sigma"
@@ -81,10 +81,3 @@ def rank1_figure(rows: Sequence[TrialRow], train_keys: Sequence[str], heatmap_ke
     name = x_key.split(".")[-1]
     return lines_figure(curves, f"{metric} against {name}", f"{name} (log scale)" if use_log else name,
                         f"best {metric} (%)", y_range=(0.0, 100.0), markers=True, log_x=use_log)
-
-
-def rank1_plot(rows: Sequence[TrialRow], train_keys: Sequence[str], heatmap_keys: Sequence[str],
-               metric: str) -> np.ndarray | None:
-    """A BGR image of `rank1_figure`, or None when no trial has a score."""
-    figure = rank1_figure(rows, train_keys, heatmap_keys, metric)
-    return None if figure is None else figure_image(figure)
