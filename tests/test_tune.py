@@ -90,13 +90,13 @@ def test_best_trial_prefers_trials_that_ran_to_the_end():
 def tune_data(ray_session, tmp_path_factory):
     from ray_gait.cli import main
     root = tmp_path_factory.mktemp("tune")
-    assert main(["synth", "--out", str(root / "data"), "--ids", "10", "--train-ids", "7", "--views", "0,90",
-                 "--frames", "16:24", "--no-preview"]) == 0
+    assert main(["synth", "--out", str(root / "data"), "--ids", "8", "--train-ids", "6", "--views", "0,90",
+                 "--frames", "12:16", "--no-preview"]) == 0
     return root
 
 
 def _sweep_args(root: Path, space: Path) -> list[str]:
-    values = {"data_cfg.dataset_partition": str(root / "data" / "partition.json"), "data_cfg.val_ids": 3,
+    values = {"data_cfg.dataset_partition": str(root / "data" / "partition.json"), "data_cfg.val_ids": 2,
               "ray_cfg.storage_path": str(root / "runs"), "ray_cfg.num_workers": 1,
               "model_cfg.Backbone.C": 0.5, "model_cfg.SeparateBNNecks.class_num": 4,
               "trainer_cfg.sampler.batch_size": [2, 2], "trainer_cfg.sampler.frames_num_fixed": 8,
