@@ -113,6 +113,11 @@ def training_indices(cfg: TrainConfig) -> dict[str, SplitIndex]:
     return indices
 
 
+def run_folder(cfg: TrainConfig, storage: str | None = None) -> str:
+    """The run's folder (path or URI): `<storage, else ray_cfg.storage_path>/<trainer_cfg.save_name>`."""
+    return posixpath.join(fs.absolute(storage) if storage else cfg.ray_cfg.storage_path, cfg.trainer_cfg.save_name)
+
+
 def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | None = None,
                  callbacks: list[Any] | None = None) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer for `cfg` (run `<storage>/<save_name>`), its config and splits checked first."""
@@ -120,9 +125,8 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     indices = training_indices(cfg)
     ensure_ray()
     ray_cfg = cfg.ray_cfg
-    storage = fs.absolute(storage) if storage else ray_cfg.storage_path
     name = cfg.trainer_cfg.save_name
-    run_dir = posixpath.join(storage, name)
+    run_dir = run_folder(cfg, storage)
     resources = ray_cfg.worker_resources()
     loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": _restore_source(cfg, run_dir),
                    "tensorboard_dir": posixpath.join(run_dir, "tensorboard")}
@@ -133,7 +137,7 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+        run_config=RunConfig(name=name, storage_path=posixpath.dirname(run_dir), callbacks=callbacks,
                              failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.trainer_cfg.keep_checkpoints)),
     )
@@ -206,7 +210,7 @@ def write_training_curves(run_dir: str) -> str | None:
 def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Result:
     """Train with Ray Train as `cfg` says, shown as one progress stage of iterations; writes the run's training
     curves. Returns Ray Train's Result (metrics, checkpoint, path)."""
-    run_dir = posixpath.join(cfg.ray_cfg.storage_path, cfg.trainer_cfg.save_name)
+    run_dir = run_folder(cfg)
     reports = _ReportQueue()
     trainer = make_trainer(cfg, config_tree, callbacks=[reports])
     sigint = signal.getsignal(signal.SIGINT)
