@@ -1,7 +1,7 @@
 """The whole pipeline with its inputs and outputs in a bucket of a real S3-protocol server (moto's, on
-127.0.0.1, started by the test session): ingest, heatmap, link, train, a second run restored from the
-bucket's checkpoint, test; nothing is written to the local working folder (a sweep with its storage in a
-bucket: tests/test_tune.py)."""
+127.0.0.1, started by the test session): ingest, heatmap, link, a Ray Train run restored from a checkpoint in
+the bucket, test; nothing is written to the local working folder (a sweep with its storage in a bucket:
+tests/test_tune.py)."""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,7 @@ def _objects(s3: pafs.S3FileSystem, prefix: str) -> list[str]:
                   if i.type == pafs.FileType.File)
 
 
-def _train_args(bucket: str, name: str, *extra: str) -> list[str]:
+def _train_overrides(bucket: str, name: str) -> dict:
     values = {"data_cfg.dataset_root": f"s3://{bucket}/paired", "data_cfg.dataset_name": "synth",
               "data_cfg.dataset_partition": f"s3://{bucket}/in/partition.json",
               "data_cfg.dataset_protocol": f"s3://{bucket}/in/protocol.json",
@@ -36,10 +36,34 @@ def _train_args(bucket: str, name: str, *extra: str) -> list[str]:
               "trainer_cfg.sampler.batch_size": [2, 2], "trainer_cfg.sampler.frames_num_fixed": 8,
               "trainer_cfg.total_iter": 2, "trainer_cfg.save_iter": 2, "trainer_cfg.log_iter": 1,
               "trainer_cfg.warmup_iter": 0, "trainer_cfg.enable_float16": True}
+    return values
+
+
+def _train_args(bucket: str, name: str, *extra: str) -> list[str]:
     args = ["--cfgs", str(CONFIG)]
-    for key, value in values.items():
+    for key, value in _train_overrides(bucket, name).items():
         args += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     return args + list(extra)
+
+
+def _train_two_iterations_into(s3: pafs.S3FileSystem, target: str, overrides: dict) -> None:
+    """Train 2 iterations with `train_loop` in this process (no Ray) and copy its checkpoint to `target`."""
+    import tempfile
+
+    from ray_gait.data.split import make_reader, split_index
+    from ray_gait.training.config import load_config
+    from ray_gait.training.worker_loop import LoopContext, train_loop
+    tree, cfg = load_config(str(CONFIG), overrides)
+    saved = []
+
+    def report(metrics: dict, folder: str | None) -> None:
+        if folder is not None:
+            _upload(s3, Path(folder), target.split("://", 1)[1])
+            saved.append(metrics["iteration"])
+    with tempfile.TemporaryDirectory() as scratch:
+        train_loop(cfg, tree, make_reader(cfg, split_index(cfg, "TRAIN_SET")), {},
+                   LoopContext(tensorboard_dir=scratch), report)
+    assert saved == [2]
 
 
 def test_the_pipeline_runs_from_and_into_a_bucket(ray_session, s3_bucket, tmp_path, monkeypatch, capsys):
@@ -64,20 +88,22 @@ def test_the_pipeline_runs_from_and_into_a_bucket(ray_session, s3_bucket, tmp_pa
     manifest = json.loads(s3.open_input_stream(f"{bucket}/paired/_manifest.json").read())
     assert manifest["paired"] == sequences == 6 * 2 * 8
 
-    assert main(["train", *_train_args(bucket, "first")]) == 0
-    first = saved_checkpoints(f"{uri}/runs/first")
-    assert [it for it, _ in first] == [2] and first[0][1].startswith(f"{uri}/runs/first/checkpoint_")
-    files = _objects(s3, f"{bucket}/runs/first")
+    # a checkpoint of iteration 2 in the bucket, from the training loop run here without Ray (reading the bucket)
+    first = f"{uri}/elsewhere/checkpoint_2"
+    _train_two_iterations_into(s3, first, _train_overrides(bucket, "first"))
+
+    # a Ray Train run (bf16, as that one) restored from the bucket's checkpoint continues at iteration 2: it saves
+    # only iteration 4, into the bucket
+    assert main(["train", *_train_args(bucket, "second", "--set", "trainer_cfg.total_iter=4",
+                                       "--set", f"trainer_cfg.restore_hint={first}")]) == 0
+    second = saved_checkpoints(f"{uri}/runs/second")
+    assert [it for it, _ in second] == [4] and second[0][1].startswith(f"{uri}/runs/second/checkpoint_")
+    assert read_state(second[0][1])["config"]["data_cfg"]["dataset_root"] == f"{uri}/paired"
+    files = _objects(s3, f"{bucket}/runs/second")
     assert any(f.endswith("/iteration.json") for f in files)
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files), files
-
-    # a second run (bf16, as the first) restored from the bucket's checkpoint continues at iteration 2: it saves
-    # only iteration 4
-    assert main(["train", *_train_args(bucket, "second", "--set", "trainer_cfg.total_iter=4",
-                                       "--set", f"trainer_cfg.restore_hint={first[0][1]}")]) == 0
-    second = saved_checkpoints(f"{uri}/runs/second")
-    assert [it for it, _ in second] == [4]
-    assert read_state(second[0][1])["config"]["data_cfg"]["dataset_root"] == f"{uri}/paired"
+    from ray_gait.training.events import run_scalars
+    assert [step for step, _ in run_scalars(f"{uri}/runs/second/tensorboard")["train/loss"]] == [3, 4]
 
     assert main(["export-checkpoint", "--checkpoint", second[0][1], "--out", f"{uri}/export/GaitModel-4.pt"]) == 0
     from ray_gait.models.checkpoint import load_opengait_checkpoint

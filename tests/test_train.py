@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,7 +72,7 @@ def test_too_few_classes_fail_on_the_driver_before_any_worker(synth_maps, tmp_pa
     assert not (tmp_path / "few").exists(), "no Ray Train run was started"
 
 
-def test_loss_decreases_and_with_test_reports_what_ray_gait_test_gives(synth_maps, tmp_path):
+def test_loss_decreases_and_with_test_reports_the_rank1_of_the_saved_weights(synth_maps, tmp_path):
     data, paired = synth_maps
     overrides = _overrides(data, paired, tmp_path, "learn", **{"trainer_cfg.total_iter": 24,
                                                                "trainer_cfg.log_iter": 4, "trainer_cfg.save_iter": 24,
@@ -88,11 +88,22 @@ def test_loss_decreases_and_with_test_reports_what_ray_gait_test_gives(synth_map
     assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
     assert (tmp_path / "learn" / "train_curves.png").stat().st_size > 2000
     checkpoint = next(p for p in (tmp_path / "learn").glob("checkpoint_*") if (p / "state.pt").exists())
-    # rank 0's test pass at save_iter (with_test) against `ray-gait test` (Ray Data actors) on the same weights
-    assert main(["test", *_args(overrides)[1:], "--checkpoint", str(checkpoint), "--out", str(tmp_path / "test")]) == 0
-    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
-    assert set(metrics["results"]) == {"NM", "BG", "CL"}
-    for cond, values in metrics["results"].items():
+    # rank 0's test pass at save_iter (with_test) against the saved weights evaluated here, in a fresh model in this
+    # process (that the Ray Data evaluation gives the same: test_train_streaming's SkeletonGait++ run)
+    from ray_gait.data.split import make_reader, split_index
+    from ray_gait.evaluation.config_protocol import evaluate_embeddings
+    from ray_gait.evaluation.embed import SequenceEmbedder, load_eval_weights
+    from ray_gait.models import build_model
+    cfg = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), overrides), str(CONFIG))
+    model = build_model(cfg.model_cfg)
+    assert load_eval_weights(model, str(checkpoint))["iteration"] == 24
+    source = make_reader(cfg, split_index(cfg, "TEST_SET"), once=True)
+    embedded, unreadable = SequenceEmbedder(model, cfg, torch.device("cpu")).embed_readable(source)
+    assert not unreadable and len(embedded) == len(source.keys) == 64
+    here = evaluate_embeddings(cfg, np.stack([embedded[i] for i in sorted(embedded)]),
+                               [source.keys[i] for i in sorted(embedded)])
+    assert set(here["results"]) == {"NM", "BG", "CL"}
+    for cond, values in here["results"].items():
         assert scalar_series(events, f"test/{cond}/rank1") == [(24, pytest.approx(values["rank1"], abs=1e-4))], cond
     assert scalar_series(events, "test/rank1")
     out = tmp_path / "opengait.pt"
@@ -105,37 +116,96 @@ def test_loss_decreases_and_with_test_reports_what_ray_gait_test_gives(synth_map
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
-def test_killed_run_resumes_to_the_uninterrupted_weights(synth_maps, tmp_path, ray_session):
+# plain SGD: the update is proportional to the gradient (Adam's first step is lr * sign(g), which flips on
+# gradients that are zero up to the all-reduce's rounding)
+SGD = {"solver": "SGD", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+REFERENCE_ITERS = 10
+
+
+@pytest.fixture(scope="module")
+def straight(synth_maps, tmp_path_factory):
+    """An uninterrupted 2-worker run (plain SGD, a checkpoint at every iteration, all kept): the reference of
+    the DDP step and of the interrupted runs. Returns (runs folder, its overrides)."""
     data, paired = synth_maps
-    one = {"ray_cfg.num_workers": 1}      # resume is the subject here; DDP: test_one_ddp_step_...
-    straight = _overrides(data, paired, tmp_path, "straight", **one)
-    assert main(_args(straight)) == 0
-    resumed = _overrides(data, paired, tmp_path, "resumed", **one)
-    cmd = [sys.executable, str(ROOT / "jobs" / "train.py")] + _args(resumed)[1:]
+    runs = tmp_path_factory.mktemp("runs")
+    overrides = _overrides(data, paired, runs, "straight", **{
+        "optimizer_cfg": SGD, "trainer_cfg.total_iter": REFERENCE_ITERS, "trainer_cfg.save_iter": 1,
+        "trainer_cfg.log_iter": 1, "trainer_cfg.keep_checkpoints": REFERENCE_ITERS})
+    assert main(_args(overrides)) == 0
+    return runs, overrides
+
+
+def _saved(run: Path) -> dict[int, str]:
+    """{iteration: checkpoint folder} of a run, from each checkpoint's iteration.json (one being copied: left out)."""
+    found = {}
+    for marker in run.glob("checkpoint_*/iteration.json"):
+        try:
+            found[int(json.loads(marker.read_text())["iteration"])] = str(marker.parent)
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def _wait(condition, what: str, process: subprocess.Popen, timeout: float = 240.0, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended ({process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def test_killed_worker_and_killed_run_resume_to_the_uninterrupted_weights(straight, ray_session):
+    """The reference config run as a Ray job entry point: a Train worker is SIGKILLed after two checkpoints
+    (Ray Train restarts the worker group from its latest, `ray_cfg.max_failures`), then the whole driver once
+    the restarted group has saved; a rerun resumes from the latest checkpoint. The end state must equal the
+    uninterrupted run's."""
+    runs, reference = straight
+    run = runs / "resumed"
+    args = _args(dict(reference, **{"trainer_cfg.save_name": "resumed", "ray_cfg.max_failures": 1}))
+    cmd = [sys.executable, str(ROOT / "jobs" / "train.py")] + args[1:]
     env = dict(os.environ, RAY_ADDRESS=ray_session)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((tmp_path / "resumed").glob("checkpoint_*/state.pt")):
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = _final_state(tmp_path, "resumed")["iteration"]
-    assert 2 <= first < 6, "the kill must land mid-run"
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
-    a, b = _final_state(tmp_path, "straight"), _final_state(tmp_path, "resumed")
-    assert a["iteration"] == b["iteration"] == 6
+    try:
+        _wait(lambda: len(_saved(run)) >= 2, "two checkpoints", proc)
+        first_group = _processes_titled("ray::RayTrainWorker")
+        assert len(first_group) == 2, first_group
+        os.kill(first_group[-1], signal.SIGKILL)
+        killed_at = max(_saved(run))
+        assert killed_at < REFERENCE_ITERS, "the worker kill must land mid-run"
+        _wait(lambda: len(set(_processes_titled("ray::RayTrainWorker")) - set(first_group)) == 2,
+              "a restarted worker group", proc)
+        restored_from = max(_saved(run))
+        _wait(lambda: max(_saved(run)) > restored_from, "a checkpoint of the restarted group", proc, every=0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60          # the job's actors end with its driver: then nothing more is saved
+    while _processes_titled("ray::RayTrainWorker") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped_at = max(_saved(run))
+    assert restored_from < stopped_at < REFERENCE_ITERS, "the driver kill must land mid-run"
+    assert main(args) == 0, "the rerun finishes the run"
+    # one TensorBoard file per worker group: the first group's, the restarted group's, the rerun's; each later
+    # group's first step follows a checkpoint of the one before (neither started from scratch)
+    from ray_gait.training.events import series_from_events
+    firsts = [series_from_events([path.read_bytes()])["train/loss"][0][0]
+              for path in sorted((run / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)]
+    assert len(firsts) == 3 and firsts[0] == 1 and 1 < firsts[1] <= restored_from + 1 and 1 < firsts[2] <= stopped_at + 1, \
+        firsts
+    a, b = _final_state(runs, "straight"), _final_state(runs, "resumed")
+    assert a["iteration"] == b["iteration"] == REFERENCE_ITERS
     for key, value in a["model"].items():
         assert torch.allclose(value.float(), b["model"][key].float(), rtol=1e-4, atol=1e-5), key
     # restore_hint as an iteration number names that iteration's checkpoint of the run
     from ray_gait.ray_layer.trainer import _restore_source
-    saved = {read_state(str(p))["iteration"]: str(p) for p in (tmp_path / "straight").glob("checkpoint_*")
-             if (p / "state.pt").exists()}
-    assert sorted(saved) == [2, 4, 6]
-    by_number = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), dict(straight, **{
+    saved = _saved(runs / "straight")
+    assert sorted(saved) == list(range(1, REFERENCE_ITERS + 1))
+    by_number = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), dict(reference, **{
         "trainer_cfg.restore_hint": 2})), str(CONFIG))
-    assert _restore_source(by_number, str(tmp_path / "straight")) == saved[2]
+    assert _restore_source(by_number, str(runs / "straight")) == saved[2]
 
 
 def _processes_titled(prefix: str) -> list[int]:
@@ -152,32 +222,10 @@ def _processes_titled(prefix: str) -> list[int]:
     return sorted(found)
 
 
-def test_worker_killed_mid_run_is_restarted_from_checkpoint(synth_maps, tmp_path):
-    from ray_gait.ray_layer.trainer import run_training
-    data, paired = synth_maps
-    overrides = _overrides(data, paired, tmp_path, "killed", **{"ray_cfg.max_failures": 2,
-                                                                "trainer_cfg.total_iter": 8})
-    tree = apply_overrides(read_yaml(str(CONFIG)), overrides)
-    outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=run_training(config_from_tree(tree, str(CONFIG)),
-                                                                                tree)))
-    thread.start()
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((tmp_path / "killed").glob("checkpoint_*/state.pt")):
-        time.sleep(0.5)
-    workers = _processes_titled("ray::RayTrainWorker")
-    assert workers, "training workers are running"
-    os.kill(workers[-1], signal.SIGKILL)
-    thread.join(timeout=400)
-    result = outcome["result"]
-    assert result.error is None
-    assert result.metrics["iteration"] == 8
-    assert _final_state(tmp_path, "killed")["iteration"] == 8
-
-
-def test_one_ddp_step_applies_the_mean_of_both_ranks_gradients(synth_maps, tmp_path):
-    """The project's own loop on 2 Ray Train workers against the same step done by hand without DDP:
-    each rank's share of the batch, its own gradients, their mean, one optimizer step."""
+def test_one_ddp_step_applies_the_mean_of_both_ranks_gradients(straight):
+    """The project's own loop on 2 Ray Train workers (the reference run's first checkpoint) against the same
+    step done by hand without DDP: each rank's share of the batch, its own gradients, their mean, one
+    optimizer step."""
     import copy
     from ray_gait.data.split import make_reader, split_index
     from ray_gait.models import build_model
@@ -185,14 +233,8 @@ def test_one_ddp_step_applies_the_mean_of_both_ranks_gradients(synth_maps, tmp_p
     from ray_gait.training.loop import set_train_mode
     from ray_gait.training.losses import LossAggregator
     from ray_gait.training.optim import build_optimizer, build_scheduler
-    data, paired = synth_maps
-    # plain SGD: the update is proportional to the gradient (Adam's first step is lr * sign(g), which
-    # flips on gradients that are zero up to the all-reduce's rounding)
-    sgd = {"solver": "SGD", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
-    overrides = _overrides(data, paired, tmp_path, "ddp", **{"trainer_cfg.total_iter": 1, "trainer_cfg.save_iter": 1,
-                                                             "trainer_cfg.log_iter": 1, "optimizer_cfg": sgd})
-    assert main(_args(overrides)) == 0
-    trained = _final_state(tmp_path, "ddp")
+    runs, overrides = straight
+    trained = read_state(_saved(runs / "straight")[1])
     assert trained["iteration"] == 1
     cfg = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), overrides), str(CONFIG))
     reader = make_reader(cfg, split_index(cfg, "TRAIN_SET"))

@@ -81,25 +81,30 @@ def test_skeletongait_pp_trains_and_tests_straight_from_poses(synth_maps, tmp_pa
         assert abs(metrics["results"][cond]["rank1"] - result.metrics[f"test/{cond}/rank1"]) < 1e-6
     assert abs(metrics["overall"]["rank1"] - result.metrics["test/rank1"]) < 1e-6
     assert not list(tmp_path.glob("**/*sigma_4.0*")), "nothing is rendered to disk"
-    # a damaged copy of the pose tree: one test sequence with 0 frames, one truncated; both are left out
-    # with their reasons and the other 62 keep the embeddings (and the metrics) of the undamaged run
+    # a damaged copy of the pose tree, tested on two of the test ids: one sequence with 0 frames, one truncated;
+    # both are left out with their reasons and the other 30 keep the embeddings (and the metrics) of the
+    # undamaged run
     import shutil
     from ray_gait.evaluation.config_protocol import evaluate_embeddings
     damaged = tmp_path / "damaged"
     shutil.copytree(data / "pose", damaged)
-    test_ids = sorted(json.loads((data / "partition.json").read_text())["TEST_SET"])
+    partition = json.loads((data / "partition.json").read_text())
+    test_ids = sorted(partition["TEST_SET"])[:2]
+    (tmp_path / "two_ids.json").write_text(json.dumps(dict(partition, TEST_SET=test_ids)))
     zero, cut = sorted((damaged / test_ids[0]).rglob("*.pkl"))[:2]
     zero.write_bytes(pickle.dumps(np.zeros((0, 17, 3), np.float32)))
     cut.write_bytes(cut.read_bytes()[:100])
-    broken_tree = apply_overrides(tree, {"data_cfg.dataset_root": str(damaged)})
+    broken_tree = apply_overrides(tree, {"data_cfg.dataset_root": str(damaged),
+                                         "data_cfg.dataset_partition": str(tmp_path / "two_ids.json"),
+                                         "data_cfg.dataset_protocol": str(data / "protocol.json")})
     left = run_evaluation(config_from_tree(broken_tree, source), broken_tree, str(tmp_path / "test2"), checkpoint=saved)
-    assert left["sequences"] == 62 and len(left["unreadable"]) == 2
+    assert left["sequences"] == 30 and len(left["unreadable"]) == 2
     reasons = {u["sequence"]: u["reason"] for u in left["unreadable"]}
     key = "/".join(zero.relative_to(damaged).with_suffix("").parts)
     assert "0 frames" in reasons[key] and "truncated" in reasons["/".join(cut.relative_to(damaged).with_suffix("").parts)]
     full, part = (np.load(tmp_path / name / "embeddings.npz") for name in ("test", "test2"))
     names = ["/".join(k) for k in zip(full["id"], full["type"], full["view"], full["seq"])]
-    keep = [i for i, n in enumerate(names) if n not in reasons]
+    keep = [i for i, n in enumerate(names) if n not in reasons and n.split("/")[0] in test_ids]
     assert np.array_equal(part["embeddings"], full["embeddings"][keep])
     expected = evaluate_embeddings(cfg, full["embeddings"][keep], [tuple(n.split("/")) for n in np.array(names)[keep]])
     assert left["overall"]["rank1"] == pytest.approx(expected["overall"]["rank1"])

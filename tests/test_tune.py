@@ -1,4 +1,5 @@
-"""Ray Tune sweeps: the sweep file, the report, and a real small sweep on CPU (4 trials, 2 sigmas)."""
+"""Ray Tune sweeps: the sweep file, the report, and real small sweeps on CPU (maps rendered per sigma, a sweep
+killed and rerun; sigma drawn on the fly from poses, stored in a bucket)."""
 from __future__ import annotations
 
 import json
@@ -125,8 +126,10 @@ def _kill_when_a_trial_has_saved(args: list[str], runs: Path, address: str, time
 
 
 def test_a_real_sweep_killed_and_rerun_renders_each_sigma_once(ray_session, tune_data, capsys):
-    """2 trials (2 sigma) of a small SkeletonGait++ with ASHA on the validation Rank-1: the sweep is killed
-    for real after its first checkpoint, then rerun, which restores it and finishes every trial."""
+    """A small SkeletonGait++ sweep with ASHA on the validation Rank-1, sigma a `choice` of two values: both are
+    rendered (and paired) before its trial starts, whichever the trial draws. The sweep is killed for real after
+    the trial's first checkpoint, then rerun, which restores it, renders nothing and finishes the trial (one
+    trial: the per-trial values of a grid are the poses sweep's subject, below)."""
     from ray_gait.cli import main
     from ray_gait.training.config import config_from_tree
     from ray_gait.ray_layer.trainer import check_training_config
@@ -134,7 +137,8 @@ def test_a_real_sweep_killed_and_rerun_renders_each_sigma_once(ray_session, tune
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump({
         "name": "small", "metric": "val/rank1", "mode": "max",
-        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2}, "space": SPACE,
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
+        "space": {"optimizer_cfg.lr": {"grid_search": [0.002]}, "heatmap_generator_args.sigma": {"choice": [4.0, 8.0]}},
         "data": {"pose_data_path": "data/pose", "silhouette_data_path": "data/sil", "dataset_name": "synth"}}))
     _kill_when_a_trial_has_saved(_sweep_args(root, space), root / "runs", ray_session)
     assert not (root / "runs" / "small" / "sweep.json").exists()
@@ -148,12 +152,10 @@ def test_a_real_sweep_killed_and_rerun_renders_each_sigma_once(ray_session, tune
     assert len(summary["renders"]) == 2
     assert all(r["rendered_frames"] == 0 and not r["paired"] for r in summary["renders"]), summary["renders"]
     trials = summary["trials"]
-    assert len(trials) == 2 and all(t["best"] is not None for t in trials), out
-    assert {(t["params"]["optimizer_cfg.lr"], t["params"]["heatmap_generator_args.sigma"]) for t in trials} == {
-        (0.002, 4.0), (0.002, 8.0)}
-    assert all(t["iteration"] in (2, 4) for t in trials)
-    assert any(t["status"] == "completed" for t in trials)
-    assert 0.0 <= min(t["best"] for t in trials) and max(t["best"] for t in trials) <= 100.0
+    assert len(trials) == 1 and trials[0]["best"] is not None, out
+    assert trials[0]["params"]["optimizer_cfg.lr"] == 0.002
+    assert trials[0]["params"]["heatmap_generator_args.sigma"] in (4.0, 8.0)
+    assert trials[0]["iteration"] == 4 and trials[0]["status"] == "completed", trials
     assert "val/rank1 (last)" in out and "best:" in out
     best = yaml.safe_load((root / "runs" / "small" / "best_config.yaml").read_text())
     cfg = config_from_tree(best, source=str(root / "runs" / "small" / "best_config.yaml"))
