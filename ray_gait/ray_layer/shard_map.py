@@ -1,11 +1,15 @@
 """One Ray Data map over planned shards, shared by the synth, ingest and heatmap jobs.
 
 Each shard is one row (a small dict); `fn(shard, settings)` does the whole shard's work on a
-worker, writes its output itself, and returns a small record.  The shards run on a pool of
-long-lived actors (one CPU each) that hold a second shard in their queue, so a worker starts its
-next shard the moment the last one ends instead of waiting for the driver to see the result
-(a task pool leaves every worker idle for ~0.15 s between shards, and starts the second worker
-late: measured in benchmarks/README.md).
+worker, writes its output itself, and returns a small record.  A big job runs its shards on a pool
+of long-lived actors (one CPU each) that hold a second shard in their queue, so a worker starts its
+next shard the moment the last one ends instead of waiting for the driver to see the result (a task
+pool leaves every worker idle for ~0.15 s between shards, and starts the second worker late:
+measured in benchmarks/README.md).  A small job (at most SMALL_JOB_SHARDS_PER_CPU shards per CPU of
+the cluster, no pool size asked for, no GPU) runs them as Ray Data tasks instead: those run in the
+driver's pooled worker processes, which later steps of the same driver reuse, while every actor is
+a new process that imports Ray Data and the project first (~3 s of CPU each; a small heatmap job
+takes 2.5-3.8 s on actors and 1.0-1.3 s on tasks: benchmarks/small_jobs.py).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import ray.data
 from ray_gait.ray_layer.session import cluster_cpus
 
 QUEUED_SHARDS = 2
+SMALL_JOB_SHARDS_PER_CPU = 4
 
 
 class _ShardWorker:
@@ -25,6 +30,22 @@ class _ShardWorker:
                  settings: Any) -> dict[str, Any]:
         """Run fn on one shard."""
         return fn(shard, settings)
+
+
+def _run_shard(shard: dict[str, Any], fn: Callable[[dict[str, Any], Any], dict[str, Any]],
+               settings: Any) -> dict[str, Any]:
+    """Run fn on one shard, as a Ray Data task."""
+    return fn(shard, settings)
+
+
+def uses_actors(workers: int | None, shards: int, gpus_per_worker: float = 0.0, cpus: float | None = None) -> bool:
+    """Whether a map of `shards` runs on an actor pool: when a pool size is asked for, shards render on a GPU,
+    or the job is big (more than SMALL_JOB_SHARDS_PER_CPU shards per CPU of the cluster); else on tasks."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers or gpus_per_worker:
+        return True
+    return shards > SMALL_JOB_SHARDS_PER_CPU * max(1, int(cluster_cpus() if cpus is None else cpus))
 
 
 def pool_strategy(workers: int | None, shards: int) -> ray.data.ActorPoolStrategy:
@@ -40,13 +61,18 @@ def pool_strategy(workers: int | None, shards: int) -> ray.data.ActorPoolStrateg
 
 def map_shards(shards: list[dict[str, Any]], fn: Callable[[dict[str, Any], Any], dict[str, Any]], settings: Any,
                workers: int | None = None, gpus_per_worker: float = 0.0) -> Iterator[dict[str, Any]]:
-    """Run `fn(shard, settings)` for every shard on Ray Data actors; yield each record as it finishes.
+    """Run `fn(shard, settings)` for every shard on Ray Data actors (or tasks, for a small job: `uses_actors`);
+    yield each record as it finishes.
 
-    Each actor holds one CPU, and `gpus_per_worker` GPUs when the shards render on a GPU.
+    Each actor or task holds one CPU, and an actor `gpus_per_worker` GPUs when the shards render on a GPU.
     """
     if not shards:
         return
     ds = ray.data.from_items(shards, override_num_blocks=len(shards))
-    ds = ds.map(_ShardWorker, fn_kwargs={"fn": fn, "settings": settings}, num_cpus=1,
-                num_gpus=gpus_per_worker or None, compute=pool_strategy(workers, len(shards)))
+    kwargs = {"fn": fn, "settings": settings}
+    if uses_actors(workers, len(shards), gpus_per_worker):
+        ds = ds.map(_ShardWorker, fn_kwargs=kwargs, num_cpus=1, num_gpus=gpus_per_worker or None,
+                    compute=pool_strategy(workers, len(shards)))
+    else:
+        ds = ds.map(_run_shard, fn_kwargs=kwargs, num_cpus=1)
     yield from ds.iter_rows()
