@@ -146,6 +146,19 @@ def _saved(run: Path) -> dict[int, str]:
     return found
 
 
+def _registered(run: Path) -> int:
+    """The iteration of the latest checkpoint Ray Train has registered for the run, from the state its controller
+    persists beside the checkpoints (what a restarted worker group or a rerun resumes from); 0 before any.
+    A checkpoint folder is on disk up to a poll interval before it is registered: a worker killed in between
+    takes its report with it."""
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+    try:
+        latest = json.loads((run / CHECKPOINT_MANAGER_SNAPSHOT_FILENAME).read_text())["latest_checkpoint_result"]
+        return int(latest["metrics"]["iteration"]) if latest else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def _wait(condition, what: str, process: subprocess.Popen, timeout: float = 240.0, every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -155,9 +168,9 @@ def _wait(condition, what: str, process: subprocess.Popen, timeout: float = 240.
 
 
 def test_killed_worker_and_killed_run_resume_to_the_uninterrupted_weights(straight, ray_session):
-    """The reference config run as a Ray job entry point: a Train worker is SIGKILLed after two checkpoints
-    (Ray Train restarts the worker group from its latest, `ray_cfg.max_failures`), then the whole driver once
-    the restarted group has saved; a rerun resumes from the latest checkpoint. The end state must equal the
+    """The reference config run as a Ray job entry point: a Train worker is SIGKILLed once Ray Train has registered
+    a checkpoint (it restarts the worker group from its latest, `ray_cfg.max_failures`), then the whole driver once
+    the restarted group has had one registered; a rerun resumes from the latest. The end state must equal the
     uninterrupted run's."""
     runs, reference = straight
     run = runs / "resumed"
@@ -167,16 +180,16 @@ def test_killed_worker_and_killed_run_resume_to_the_uninterrupted_weights(straig
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        _wait(lambda: len(_saved(run)) >= 2, "two checkpoints", proc)
+        _wait(lambda: _registered(run) >= 1, "a registered checkpoint", proc)
         first_group = _processes_titled("ray::RayTrainWorker")
         assert len(first_group) == 2, first_group
         os.kill(first_group[-1], signal.SIGKILL)
-        killed_at = max(_saved(run))
-        assert killed_at < REFERENCE_ITERS, "the worker kill must land mid-run"
+        assert _registered(run) < REFERENCE_ITERS, "the worker kill must land mid-run"
         _wait(lambda: len(set(_processes_titled("ray::RayTrainWorker")) - set(first_group)) == 2,
               "a restarted worker group", proc)
-        restored_from = max(_saved(run))
-        _wait(lambda: max(_saved(run)) > restored_from, "a checkpoint of the restarted group", proc, every=0.05)
+        restored_from = _registered(run)
+        _wait(lambda: _registered(run) > restored_from, "a registered checkpoint of the restarted group", proc,
+              every=0.05)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -185,16 +198,15 @@ def test_killed_worker_and_killed_run_resume_to_the_uninterrupted_weights(straig
     deadline = time.monotonic() + 60          # the job's actors end with its driver: then nothing more is saved
     while _processes_titled("ray::RayTrainWorker") and time.monotonic() < deadline:
         time.sleep(0.2)
-    stopped_at = max(_saved(run))
+    stopped_at = _registered(run)
     assert restored_from < stopped_at < REFERENCE_ITERS, "the driver kill must land mid-run"
     assert main(args) == 0, "the rerun finishes the run"
     # one TensorBoard file per worker group: the first group's, the restarted group's, the rerun's; each later
-    # group's first step follows a checkpoint of the one before (neither started from scratch)
+    # group's first step follows the checkpoint registered before it (neither started from scratch)
     from ray_gait.training.events import series_from_events
     firsts = [series_from_events([path.read_bytes()])["train/loss"][0][0]
               for path in sorted((run / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)]
-    assert len(firsts) == 3 and firsts[0] == 1 and 1 < firsts[1] <= restored_from + 1 and 1 < firsts[2] <= stopped_at + 1, \
-        firsts
+    assert firsts == [1, restored_from + 1, stopped_at + 1] and restored_from >= 1, (firsts, restored_from, stopped_at)
     a, b = _final_state(runs, "straight"), _final_state(runs, "resumed")
     assert a["iteration"] == b["iteration"] == REFERENCE_ITERS
     for key, value in a["model"].items():
