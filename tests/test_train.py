@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from ray_gait.cli import main
 from ray_gait.training.config import config_from_tree, load_train_config
-from ray_gait.training.state import read_state
+from ray_gait.training.state import read_state, saved_checkpoints
 from ray_gait.yaml_config import apply_overrides, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,21 +90,19 @@ def test_loss_decreases_and_with_test_reports_the_rank1_of_the_saved_weights(syn
     # rank 0's test pass at save_iter (with_test) against the saved weights evaluated here, in a fresh model in this
     # process (that the Ray Data evaluation gives the same: test_train_streaming's SkeletonGait++ run)
     from ray_gait.data.split import make_reader, split_index
-    from ray_gait.evaluation.config_protocol import evaluate_embeddings
-    from ray_gait.evaluation.embed import SequenceEmbedder, load_eval_weights
+    from ray_gait.evaluation.embed import load_eval_weights
     from ray_gait.models import build_model
+    from ray_gait.training.worker_loop import _evaluate
     cfg = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), overrides), str(CONFIG))
     model = build_model(cfg.model_cfg)
     assert load_eval_weights(model, str(checkpoint))["iteration"] == 24
     source = make_reader(cfg, split_index(cfg, "TEST_SET"), once=True)
-    embedded, unreadable = SequenceEmbedder(model, cfg, torch.device("cpu")).embed_readable(source)
-    assert not unreadable and len(embedded) == len(source.keys) == 64
-    here = evaluate_embeddings(cfg, np.stack([embedded[i] for i in sorted(embedded)]),
-                               [source.keys[i] for i in sorted(embedded)])
-    assert set(here["results"]) == {"NM", "BG", "CL"}
-    for cond, values in here["results"].items():
-        assert scalar_series(events, f"test/{cond}/rank1") == [(24, pytest.approx(values["rank1"], abs=1e-4))], cond
-    assert scalar_series(events, "test/rank1")
+    assert len(source.keys) == 64
+    here = _evaluate(model, cfg, torch.device("cpu"), "test", source)
+    assert here.pop("test/unreadable") == 0
+    assert set(here) == {"test/NM/rank1", "test/BG/rank1", "test/CL/rank1", "test/rank1"}
+    for tag, value in here.items():
+        assert scalar_series(events, tag) == [(24, pytest.approx(value, abs=1e-4))], tag
     out = tmp_path / "opengait.pt"
     assert main(["export-checkpoint", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     from ray_gait.models import build_model, load_opengait_checkpoint
@@ -136,14 +133,8 @@ def straight(synth_maps, tmp_path_factory):
 
 
 def _saved(run: Path) -> dict[int, str]:
-    """{iteration: checkpoint folder} of a run, from each checkpoint's iteration.json (one being copied: left out)."""
-    found = {}
-    for marker in run.glob("checkpoint_*/iteration.json"):
-        try:
-            found[int(json.loads(marker.read_text())["iteration"])] = str(marker.parent)
-        except (OSError, ValueError, KeyError):
-            continue
-    return found
+    """{iteration: checkpoint folder} of a finished run."""
+    return dict(saved_checkpoints(str(run)))
 
 
 def _registered(run: Path) -> int:

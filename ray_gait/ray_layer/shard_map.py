@@ -32,6 +32,12 @@ class _ShardWorker:
         return fn(shard, settings)
 
 
+def _check_workers(workers: int | None) -> None:
+    """ValueError for a pool size below 1 (None: the default)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+
+
 def _run_shard(shard: dict[str, Any], fn: Callable[[dict[str, Any], Any], dict[str, Any]],
                settings: Any) -> dict[str, Any]:
     """Run fn on one shard, as a Ray Data task."""
@@ -41,8 +47,7 @@ def _run_shard(shard: dict[str, Any], fn: Callable[[dict[str, Any], Any], dict[s
 def uses_actors(workers: int | None, shards: int, gpus_per_worker: float = 0.0, cpus: float | None = None) -> bool:
     """Whether a map of `shards` runs on an actor pool: when a pool size is asked for, shards render on a GPU,
     or the job is big (more than SMALL_JOB_SHARDS_PER_CPU shards per CPU of the cluster); else on tasks."""
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    _check_workers(workers)
     if workers or gpus_per_worker:
         return True
     return shards > SMALL_JOB_SHARDS_PER_CPU * max(1, int(cluster_cpus() if cpus is None else cpus))
@@ -50,8 +55,7 @@ def uses_actors(workers: int | None, shards: int, gpus_per_worker: float = 0.0, 
 
 def pool_strategy(workers: int | None, shards: int) -> ray.data.ActorPoolStrategy:
     """`workers` actors (never more than shards), or a pool that grows with the cluster when None."""
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    _check_workers(workers)
     if workers:
         return ray.data.ActorPoolStrategy(size=min(workers, shards), max_tasks_in_flight_per_actor=QUEUED_SHARDS)
     start = max(1, min(shards, int(cluster_cpus())))
