@@ -246,6 +246,33 @@ def test_training_curves_come_from_the_runs_tensorboard_events(tmp_path):
     assert cv2.imread(str(run / CURVES)).shape == (400, 960, 3)
 
 
+def test_scalar_events_are_in_the_file_when_add_returns(tmp_path):
+    """A training worker publishes its event file right after each report, and may be killed right after: what
+    ScalarEvents adds is in the file before close (tensorboardX's SummaryWriter writes from a thread, and its flush
+    does not wait for it), and reads back like SummaryWriter's closed file of the same scalars, purge marker included."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.proto import event_pb2
+    from ray_gait.training.events import ScalarEvents, _records, series_from_events
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    events = ScalarEvents(str(ours), purge_step=7)
+    reference = SummaryWriter(str(theirs), purge_step=7)
+    for step in (8, 9):
+        scalars = {"train/loss": 3.0 / step, "val/rank1": float(step)}
+        events.add(scalars, step)
+        for tag, value in scalars.items():
+            reference.add_scalar(tag, value, step)
+        (path,) = ours.glob("events.out.tfevents.*")
+        assert series_from_events([path.read_bytes()])["train/loss"][-1] == (step, pytest.approx(3.0 / step))
+    reference.close()
+    (their_path,) = theirs.glob("events.out.tfevents.*")
+    assert series_from_events([path.read_bytes()]) == series_from_events([their_path.read_bytes()])
+    marks = [[(e.step, e.session_log.status) for e in map(event_pb2.Event.FromString, _records(p.read_bytes()))
+              if e.HasField("session_log")] for p in (path, their_path)]
+    assert marks[0] == marks[1] == [(7, event_pb2.SessionLog.START)]
+    events.close()
+
+
 def test_training_curves_of_a_run_in_a_bucket(s3_bucket, tmp_path):
     from tensorboardX import SummaryWriter
     from ray_gait.io import fs

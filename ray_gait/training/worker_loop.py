@@ -23,6 +23,7 @@ from ray_gait.io import fs
 from ray_gait.models import build_model
 from ray_gait.training.config import TrainConfig
 from ray_gait.training.data import BatchMaker, SequenceSource, input_threads, prefetch
+from ray_gait.training.events import ScalarEvents
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step, with_sync_bn
 from ray_gait.training.optim import build_optimizer, build_scheduler
@@ -62,25 +63,21 @@ def _evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, split: s
 
 
 class _TensorBoard:
-    """Rank 0's TensorBoard events: written to a local folder, copied to the run's folder (a path or URI) at each flush."""
+    """Rank 0's TensorBoard events: written to a local folder, copied to the run's folder (a path or URI) at each write."""
 
     def __init__(self, target: str, iteration: int) -> None:
-        from tensorboardX import SummaryWriter
         self.local = tempfile.mkdtemp(prefix="ray_gait_tensorboard_")
         self.target = fs.resolve(target)
-        self.writer = SummaryWriter(self.local, purge_step=iteration)
+        self.writer = ScalarEvents(self.local, purge_step=iteration)
 
     def write(self, metrics: Mapping[str, float], iteration: int) -> None:
         """Add one report's scalars and publish the event files."""
-        for key, value in metrics.items():
-            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
-        self.writer.flush()
+        self.writer.add({key if "/" in key else f"train/{key}": value for key, value in metrics.items()}, iteration)
         fs.copy_tree(fs.resolve(self.local), self.target)
 
     def close(self) -> None:
-        """Flush, publish and drop the local folder."""
+        """Close the file and drop the local folder (every write was published)."""
         self.writer.close()
-        fs.copy_tree(fs.resolve(self.local), self.target)
         shutil.rmtree(self.local, ignore_errors=True)
 
 
