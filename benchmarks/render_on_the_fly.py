@@ -1,6 +1,7 @@
 """Cost of rendering skeleton maps on the fly in training: one batch, preparation and drawing apart.
 
     python benchmarks/render_on_the_fly.py [--device cuda] [--sequence-frames 100] [--repeat 3]
+    python benchmarks/render_on_the_fly.py --traffic [--bandwidth-tbs 4.8]
 
 Two batches: the reference one (32 ids x 4 sequences x 30 frames = 3,840 frames) and the CPU
 config's (trainer_cfg.sampler.batch_size and frames_num_fixed of --config).  For each,
@@ -8,6 +9,11 @@ config's (trainer_cfg.sampler.batch_size and frames_num_fixed of --config).  For
 per sequence, so cacheable across epochs) and `render_frames` of the sampled frames in one call,
 timed separately: ms per batch and frames/s.  One thread (OpenCV, torch, BLAS): per-core figures
 on the CPU.  Walks are the OpenGait fixture poses tiled to --sequence-frames, shifted and jittered.
+
+--traffic: the bytes of tensors the device path (torch: draw, then align) allocates per frame, counted by
+the torch profiler on the CPU (the same tensors as on a GPU, in the GPU's block size); every one is
+written once and read at least once, so twice that over a memory bandwidth bounds what any device
+reaches with these ops, however many cores it has.
 """
 from __future__ import annotations
 
@@ -74,6 +80,39 @@ def bench_batch(label: str, shape: tuple[int, int, int], args: argparse.Namespac
           f"{n_frames / render_s:9.0f} frames/s")
 
 
+def traffic(args: argparse.Namespace, config) -> None:
+    """Print the device path's bytes allocated per frame (draw, align) and the frames/s they allow."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from ray_gait.heatmap.pipeline import _align_on_device, _ops
+    from ray_gait.heatmap.render import GPU_BLOCK_ELEMENTS, render_maps
+    ids, per_id, frames = REFERENCE_BATCH
+    n_seq = max(1, 512 // frames)
+    prepared = [prepare_pose(w, config) for w in make_walks(n_seq, args.sequence_frames)]
+    pts = np.concatenate([p[:frames] for p, _ in prepared])
+    values = np.concatenate([v[:frames] for _, v in prepared])
+    ops = _ops("torch", "cpu", "float32")
+    gen = config.heatmap_generator_args
+    tensors = (ops.asarray(pts), ops.asarray(values))
+
+    def allocated(fn: Callable[[], object]) -> float:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        return sum(max(e.cpu_memory_usage, 0) for e in prof.events()) / len(pts)
+
+    maps = render_maps(ops, *tensors, gen.sigma, gen.img_h, gen.img_w, gen.eps, block_elements=GPU_BLOCK_ELEMENTS)
+    draw = allocated(lambda: render_maps(ops, *tensors, gen.sigma, gen.img_h, gen.img_w, gen.eps,
+                                         block_elements=GPU_BLOCK_ELEMENTS))
+    align = allocated(lambda: _align_on_device(maps, config))
+    out = 2 * gen.img_h * gen.img_w
+    print(f"device path, {len(pts)} frames, sigma {config.sigma}, {gen.img_h}x{gen.img_w} drawn, torch {torch.__version__}")
+    for label, per_frame in (("draw", draw), ("align + resize", align), ("both", draw + align)):
+        bound = args.bandwidth_tbs * 1e12 / (2 * per_frame)
+        print(f"  {label:<16} {per_frame / 2**20:8.2f} MiB allocated per frame ({per_frame / out:6.0f}x its uint8 "
+              f"maps): at most {bound:10.0f} frames/s at {args.bandwidth_tbs} TB/s")
+
+
 def main() -> None:
     """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,6 +122,10 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=CPU_CONFIG, help="training config whose sampler "
                         "sets the second batch")
     parser.add_argument("--sigma", type=float, default=None, help="heatmap sigma (default: configs/heatmap.yaml)")
+    parser.add_argument("--traffic", action="store_true", help="print the device path's memory traffic per frame "
+                        "(measured on the CPU) instead of timing")
+    parser.add_argument("--bandwidth-tbs", type=float, default=4.8, help="memory bandwidth for --traffic's bound, "
+                        "TB/s (an H200: 4.8)")
     args = parser.parse_args()
 
     import cv2
@@ -93,6 +136,9 @@ def main() -> None:
         parser.error(f"--device {args.device}: no CUDA device here")
     overrides = {} if args.sigma is None else {"heatmap_generator_args.sigma": args.sigma}
     config = load_heatmap_config(overrides=overrides)
+    if args.traffic:
+        traffic(args, config)
+        return
     where = (f"compiled kernel {'built' if fast.available() else 'NOT built (numpy renderer)'}"
              if args.device == "cpu" else f"torch {torch.__version__} on {torch.cuda.get_device_name(args.device)}")
     print(f"render on the fly, sigma {config.sigma}, {config.align_args.final_img_size}x"
