@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,8 @@ from ray_gait.cli import main
 from ray_gait.io.dataset import read_dataset
 from ray_gait.models import build_model, export_opengait_checkpoint
 from ray_gait.training.config import load_train_config
+from ray_gait.training.optim import build_optimizer
+from ray_gait.training.state import TrainState, save_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait_synth.yaml"
@@ -75,3 +80,35 @@ def test_test_phase_writes_metrics_embeddings_and_plots(synth_maps, tmp_path, ca
     assert len(metrics["cmc"]["NM"]) == 20 and metrics["cmc"]["NM"][-1] >= metrics["cmc"]["NM"][0]
     for plot in metrics["plots"]:
         assert Path(plot).stat().st_size > 2000
+
+
+def test_weights_that_do_not_fit_the_model_are_refused_before_ray_starts(synth_maps, tmp_path):
+    """Weights of a model with 5 classes against a config of 4 (a ray_gait checkpoint folder, an OpenGait file):
+    `ray-gait test` and `ray-gait embed` refuse them in one line naming the file and the key, before starting Ray
+    (a fresh process with no cluster to join: starting one would print it); the actors used to die on them and
+    leave a Ray Data stack trace."""
+    data, paired = synth_maps
+    overrides = {"data_cfg.dataset_root": str(paired), "data_cfg.dataset_partition": str(data / "partition.json"),
+                 "model_cfg.SeparateBNNecks.class_num": 5}
+    cfg = load_train_config(str(CONFIG), overrides)
+    model = build_model(cfg.model_cfg)
+    folder = tmp_path / "checkpoint_five"
+    save_state(str(folder), TrainState(model, build_optimizer(model, cfg.optimizer_cfg),
+                                       torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters()), 1), None),
+               {})
+    opengait = tmp_path / "five.pt"
+    export_opengait_checkpoint(model.state_dict(), str(opengait))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    settings = [a for key, value in dict(overrides, **{"model_cfg.SeparateBNNecks.class_num": 4}).items()
+                for a in ("--set", f"{key}={value}")]
+    for command, weights in (("test", folder), ("embed", opengait)):
+        extra = ["--data", str(paired)] if command == "embed" else []
+        done = subprocess.run([sys.executable, "-m", "ray_gait.cli", command, "--cfgs", str(CONFIG), "--checkpoint",
+                               str(weights), "--out", str(tmp_path / command), *extra, *settings],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines == [lines[-1]] and lines[-1].startswith(f"ray-gait {command}: error: {weights} does not fit "
+                                                             "DeepGaitV2: shape mismatch for BNNecks.fc_bin"), lines
+        assert "Ray" not in done.stdout + done.stderr and not (tmp_path / command).exists()
+

@@ -71,6 +71,19 @@ def test_too_few_classes_fail_on_the_driver_before_any_worker(synth_maps, tmp_pa
     assert not (tmp_path / "few").exists(), "no Ray Train run was started"
 
 
+def test_restore_weights_that_do_not_fit_fail_on_the_driver_before_any_worker(synth_maps, tmp_path, capsys):
+    """trainer_cfg.restore_hint naming weights of another class_num is refused with the file and the key, before
+    a Ray Train run starts (each worker used to fail on it, `max_failures` times)."""
+    from ray_gait.models import build_model, export_opengait_checkpoint
+    data, paired = synth_maps
+    weights = tmp_path / "five.pt"
+    export_opengait_checkpoint(build_model(load_train_config(str(CONFIG), {
+        "model_cfg.SeparateBNNecks.class_num": 5}).model_cfg).state_dict(), str(weights))
+    assert main(_args(_overrides(data, paired, tmp_path, "fine", **{"trainer_cfg.restore_hint": str(weights)}))) == 1
+    assert f"{weights} does not fit DeepGaitV2: shape mismatch for BNNecks.fc_bin" in capsys.readouterr().err
+    assert not (tmp_path / "fine").exists(), "no Ray Train run was started"
+
+
 def test_loss_decreases_and_with_test_reports_the_rank1_of_the_saved_weights(synth_maps, tmp_path):
     data, paired = synth_maps
     overrides = _overrides(data, paired, tmp_path, "learn", **{"trainer_cfg.total_iter": 24,

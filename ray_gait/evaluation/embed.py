@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,13 +70,30 @@ class SequenceEmbedder:
         return embedded, unreadable
 
 
-def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
-    """Load a ray_gait checkpoint (folder or state.pt) or an OpenGait one into `model`; returns info."""
-    from ray_gait.models import load_weights
+def _eval_state(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model state_dict of a ray_gait checkpoint (folder or state.pt) or an OpenGait one, and what it is."""
+    from ray_gait.models import load_opengait_checkpoint
     from ray_gait.training.state import STATE_FILE, read_state
     if fs.is_dir(fs.resolve(path)) or posixpath.basename(path) == STATE_FILE:
         saved = read_state(path)
-        load_weights(model, saved["model"], strict=strict)
-        return {"iteration": int(saved["iteration"]), "format": "ray_gait"}
-    load_weights(model, path, strict=strict)
-    return {"iteration": None, "format": "opengait"}
+        return saved["model"], {"iteration": int(saved["iteration"]), "format": "ray_gait"}
+    return load_opengait_checkpoint(path)["model"], {"iteration": None, "format": "opengait"}
+
+
+def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
+    """Load a ray_gait checkpoint (folder or state.pt) or an OpenGait one into `model`; returns info."""
+    from ray_gait.models import load_weights
+    state, info = _eval_state(path)
+    load_weights(model, state, strict=strict, source=path)
+    return info
+
+
+def check_eval_weights(model_cfg: Mapping[str, Any], path: str, strict: bool = True) -> dict[str, Any]:
+    """Refuse (CheckpointError naming the file and keys) weights that do not fit the configured model, without
+    building its tensors (meta device): what a driver checks before any actor loads them; returns info."""
+    from ray_gait.models import build_model, check_weights
+    with torch.device("meta"):
+        model = build_model(dict(model_cfg))
+    state, info = _eval_state(path)
+    check_weights(model, state, strict=strict, source=path)
+    return info

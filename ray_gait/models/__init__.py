@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .checkpoint import (
     CheckpointError,
     IncompatibleKeys,
+    check_weights,
     export_opengait_checkpoint,
     load_opengait_checkpoint,
     load_weights,
@@ -37,6 +38,7 @@ __all__ = [
     "PARTS_NUM",
     "SkeletonGaitPP",
     "build_model",
+    "check_weights",
     "embed",
     "export_opengait_checkpoint",
     "load_opengait_checkpoint",

@@ -23,6 +23,7 @@ MAX_CHECKPOINT_BYTES = 64 * 2**30
 __all__ = [
     "CheckpointError",
     "IncompatibleKeys",
+    "check_weights",
     "export_opengait_checkpoint",
     "load_opengait_checkpoint",
     "load_weights",
@@ -91,28 +92,14 @@ def _listed(keys: list[str]) -> str:
     return shown + (f", ... ({more} more)" if more > 0 else "")
 
 
-def load_weights(
-    model: nn.Module,
-    path_or_state: str | os.PathLike | Mapping[str, Any],
-    strict: bool = True,
-) -> IncompatibleKeys:
-    """Load weights into ``model`` from a checkpoint path, an OpenGait checkpoint dict or a state_dict.
+def check_weights(model: nn.Module, state: Mapping[str, Any], strict: bool = True,
+                  source: str = "state_dict") -> IncompatibleKeys:
+    """Whether a state_dict fits ``model`` (a model on the meta device will do: only shapes are read).
 
-    A ``module.`` prefix (DDP) is stripped. Shape mismatches always raise; with ``strict=True`` missing
-    or unexpected keys raise too, with ``strict=False`` they are returned. Errors name the source
-    and the keys.
+    A ``module.`` prefix (DDP) is stripped. Shape mismatches always raise ``CheckpointError``; with
+    ``strict=True`` missing or unexpected keys raise too, with ``strict=False`` they are returned.
+    Errors name ``source`` and the keys.
     """
-    if isinstance(path_or_state, (str, os.PathLike)):
-        source = str(path_or_state)
-        state = load_opengait_checkpoint(path_or_state)["model"]
-    elif isinstance(path_or_state, Mapping):
-        source = "state_dict"
-        state = path_or_state
-        if "model" in state and isinstance(state["model"], Mapping):
-            source, state = "checkpoint dict", state["model"]
-    else:
-        raise TypeError(f"load_weights takes a path or a state_dict, got {type(path_or_state).__name__}")
-
     state = _strip_ddp_prefix(state)
     target = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     own = target.state_dict()
@@ -130,8 +117,35 @@ def load_weights(
         problems.append(f"unexpected keys: {_listed(unexpected)}")
     if problems:
         raise CheckpointError(f"{source} does not fit {type(target).__name__}: " + "; ".join(problems))
-    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return IncompatibleKeys(missing, unexpected)
+
+
+def load_weights(
+    model: nn.Module,
+    path_or_state: str | os.PathLike | Mapping[str, Any],
+    strict: bool = True,
+    source: str | None = None,
+) -> IncompatibleKeys:
+    """Load weights into ``model`` from a checkpoint path, an OpenGait checkpoint dict or a state_dict.
+
+    Checked first by ``check_weights`` (errors name ``source``, else the path or "state_dict").
+    """
+    if isinstance(path_or_state, (str, os.PathLike)):
+        name = str(path_or_state)
+        state = load_opengait_checkpoint(path_or_state)["model"]
+    elif isinstance(path_or_state, Mapping):
+        name = "state_dict"
+        state = path_or_state
+        if "model" in state and isinstance(state["model"], Mapping):
+            name, state = "checkpoint dict", state["model"]
+    else:
+        raise TypeError(f"load_weights takes a path or a state_dict, got {type(path_or_state).__name__}")
+    keys = check_weights(model, state, strict, source or name)
+    state = _strip_ddp_prefix(state)
+    target = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    unexpected = set(keys.unexpected_keys)
+    target.load_state_dict({k: v for k, v in state.items() if k not in unexpected}, strict=False)
+    return keys
 
 
 def export_opengait_checkpoint(

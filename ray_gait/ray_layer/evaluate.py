@@ -21,7 +21,7 @@ from ray_gait.console import track
 from ray_gait.data.index import SplitIndex
 from ray_gait.data.split import make_reader, split_index
 from ray_gait.evaluation.config_protocol import evaluate_embeddings, protocol_kwargs
-from ray_gait.evaluation.embed import SequenceEmbedder, load_eval_weights
+from ray_gait.evaluation.embed import SequenceEmbedder, check_eval_weights, load_eval_weights
 from ray_gait.evaluation.metrics import distances, first_positive_rank
 from ray_gait.evaluation.plots import cmc_figure, view_matrix_figure, write_figure
 from ray_gait.io import fs
@@ -78,20 +78,23 @@ def collect_embeddings(batches: Any, count: int) -> tuple[np.ndarray, list[int],
 
 
 def find_checkpoint(cfg: TrainConfig, explicit: str | None) -> str:
-    """The weights to evaluate: --checkpoint, else restore_hint's iteration, else the latest checkpoint."""
+    """The weights to evaluate (--checkpoint, else restore_hint's iteration, else the latest checkpoint),
+    checked here against the configured model, before any actor starts."""
     if explicit:
         if not fs.exists(fs.resolve(explicit)):
             raise FileNotFoundError(f"--checkpoint {explicit} does not exist")
-        return explicit
-    hint = cfg.evaluator_cfg.restore_hint
-    if isinstance(hint, str) and hint:
-        return hint
-    run_dir = os.path.join(cfg.ray_cfg.storage_path, cfg.evaluator_cfg.save_name)
-    found = saved_checkpoints(run_dir)
-    if not found:
-        raise FileNotFoundError(f"no checkpoint under {run_dir}; train first or pass --checkpoint")
-    matching = [f for f in found if f[0] == hint]
-    return (matching or found)[-1][1]
+        weights = explicit
+    elif isinstance(cfg.evaluator_cfg.restore_hint, str) and cfg.evaluator_cfg.restore_hint:
+        weights = cfg.evaluator_cfg.restore_hint
+    else:
+        run_dir = os.path.join(cfg.ray_cfg.storage_path, cfg.evaluator_cfg.save_name)
+        found = saved_checkpoints(run_dir)
+        if not found:
+            raise FileNotFoundError(f"no checkpoint under {run_dir}; train first or pass --checkpoint")
+        matching = [f for f in found if f[0] == cfg.evaluator_cfg.restore_hint]
+        weights = (matching or found)[-1][1]
+    check_eval_weights(cfg.model_cfg, weights, strict=cfg.evaluator_cfg.restore_ckpt_strict)
+    return weights
 
 
 def condition_plot_name(cond: str, where: str) -> str:

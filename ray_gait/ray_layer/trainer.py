@@ -26,6 +26,7 @@ from ray.util.queue import Empty, Queue
 
 from ray_gait.console import Stage, stage
 from ray_gait.data.index import SplitIndex
+from ray_gait.evaluation.embed import check_eval_weights
 from ray_gait.evaluation.plots import training_curves_figure, write_figure
 from ray_gait.io import fs
 from ray_gait.data.sampler import TripletSampler
@@ -123,12 +124,15 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     """A TorchTrainer for `cfg` (run `<storage>/<save_name>`), its config and splits checked first."""
     check_training_config(cfg)
     indices = training_indices(cfg)
+    run_dir = run_folder(cfg, storage)
+    restore_path = _restore_source(cfg, run_dir)
+    if restore_path:
+        check_eval_weights(cfg.model_cfg, restore_path, strict=cfg.trainer_cfg.restore_ckpt_strict)
     ensure_ray()
     ray_cfg = cfg.ray_cfg
     name = cfg.trainer_cfg.save_name
-    run_dir = run_folder(cfg, storage)
     resources = ray_cfg.worker_resources()
-    loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": _restore_source(cfg, run_dir),
+    loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": restore_path,
                    "tensorboard_dir": posixpath.join(run_dir, "tensorboard")}
     log.info("Ray Train: %d worker(s)%s, %d training sequences (%s), run %s", ray_cfg.num_workers,
              " on GPU" if ray_cfg.use_gpu else "", len(indices["train"]), indices["train"].kind, run_dir)
