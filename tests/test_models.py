@@ -421,6 +421,30 @@ def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
         load_opengait_checkpoint(tmp_path / "junk.pt")
 
 
+@pytest.mark.parametrize("data", [b"junk\n", b"", b"PK\x03\x04 not a zip", b"\x80\x02}q\x00.", bytes(range(256))],
+                         ids=["text", "empty", "zip-magic", "pickle-header", "bytes"])
+def test_junk_checkpoint_files_are_a_checkpoint_error_naming_the_file(tmp_path: Path, data: bytes) -> None:
+    """torch's loader raises KeyError, EOFError, RuntimeError or UnpicklingError on arbitrary bytes: both
+    checkpoint readers turn each into CheckpointError (a one-line CLI error) naming the file."""
+    from ray_gait.training.state import STATE_FILE, read_state
+    (tmp_path / "junk.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_opengait_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / STATE_FILE).write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"run/{STATE_FILE}"):
+        read_state(str(tmp_path / "run"))
+
+
+def test_a_torch_file_that_is_not_a_ray_gait_state_is_refused(tmp_path: Path) -> None:
+    from ray_gait.training.state import read_state
+    for name, obj in (("list.pt", [torch.zeros(1)]), ("no_model.pt", {"iteration": 3}),
+                      ("no_iteration.pt", {"model": {"w": torch.zeros(1)}})):
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(CheckpointError, match=f"{name}: not a ray_gait checkpoint"):
+            read_state(str(tmp_path / name))
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_plain_pickle_module_is_not_used_for_loading(tmp_path: Path) -> None:
     path = tmp_path / "raw.pkl"

@@ -27,6 +27,7 @@ __all__ = [
     "export_opengait_checkpoint",
     "load_opengait_checkpoint",
     "load_weights",
+    "read_weights_file",
 ]
 
 _DDP_PREFIX = "module."
@@ -44,6 +45,26 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+def read_weights_file(path: str) -> Any:
+    """``torch.load(weights_only=True)`` of a file (a path or URI) on the CPU: tensors and plain containers only.
+
+    Raises ``FileNotFoundError``, or ``CheckpointError`` naming the file for anything else that is not a
+    readable weights file (torch's loader raises KeyError, EOFError, RuntimeError... on arbitrary bytes).
+    """
+    loc = fs.resolve(path)
+    if not fs.exists(loc) or fs.is_dir(loc):
+        raise FileNotFoundError(f"checkpoint not found: {loc.uri}")
+    source = loc.path if loc.is_local else io.BytesIO(fs.read_bytes(loc, limit=MAX_CHECKPOINT_BYTES))
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{loc.uri}: refused, not a plain weights file (it would need to run code to "
+                              f"load): {first_line}") from err
+    except Exception as err:
+        raise CheckpointError(f"{loc.uri}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+
+
 def load_opengait_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load an OpenGait checkpoint on the CPU with ``weights_only=True``.
 
@@ -51,19 +72,8 @@ def load_opengait_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     holding a bare state_dict is returned in that form (empty optimizer/scheduler, iteration 0).
     Raises ``FileNotFoundError`` or ``CheckpointError``, naming the file.
     """
-    loc = fs.resolve(os.fspath(path))
-    path = loc.uri
-    if not fs.exists(loc) or fs.is_dir(loc):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        source = loc.path if loc.is_local else io.BytesIO(fs.read_bytes(loc, limit=MAX_CHECKPOINT_BYTES))
-        obj = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: refused, not a plain weights file (it would need to run code to "
-                              f"load): {first_line}") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint: {err}") from err
+    path = fs.resolve(os.fspath(path)).uri
+    obj = read_weights_file(path)
     if isinstance(obj, Mapping) and "model" in obj:
         if not isinstance(obj["model"], Mapping):
             raise CheckpointError(f"{path}: 'model' is a {type(obj['model']).__name__}, not a state_dict")

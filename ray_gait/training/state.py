@@ -6,7 +6,6 @@ local paths or object-store URIs (the one filesystem layer, `ray_gait.io.fs`).
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from ray_gait.io import fs
-from ray_gait.models.checkpoint import MAX_CHECKPOINT_BYTES
+from ray_gait.models.checkpoint import CheckpointError, read_weights_file
 
 STATE_FILE = "state.pt"
 ITERATION_FILE = "iteration.json"
@@ -96,10 +95,10 @@ def read_state(folder_or_file: str) -> dict[str, Any]:
         loc = loc.join(STATE_FILE)
     if not fs.exists(loc):
         raise FileNotFoundError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
-    if loc.is_local:
-        return torch.load(loc.path, map_location="cpu", weights_only=True)
-    return torch.load(io.BytesIO(fs.read_bytes(loc, limit=MAX_CHECKPOINT_BYTES)), map_location="cpu",
-                      weights_only=True)
+    saved = read_weights_file(loc.uri)
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict) and "iteration" in saved):
+        raise CheckpointError(f"{loc.uri}: not a ray_gait checkpoint (expected a dict with 'model' and 'iteration')")
+    return saved
 
 
 def saved_checkpoints(run_dir: str) -> list[tuple[int, str]]:
