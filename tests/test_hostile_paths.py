@@ -243,3 +243,20 @@ def test_partition_ids_that_are_not_folder_names_are_refused(tmp_path):
         path.write_text(json.dumps({"TRAIN_SET": ["001"], "TEST_SET": [bad]}))
         with pytest.raises(ValueError, match="TEST_SET id in .*not a safe path component"):
             read_partition(str(path))
+
+
+def test_a_missing_or_broken_partition_file_is_named(tmp_path):
+    """`ray-gait train` printed `[Errno 2] No such file or directory` (no config key) for a missing partition, and
+    json's `Expecting value: line 1 column 1` (no file) for a broken one."""
+    from ray_gait.data.split import partition_splits
+    from ray_gait.training.config import load_train_config
+    from ray_gait.training.data import read_partition
+    path = tmp_path / "partition.json"
+    cfg = load_train_config(str(Path(__file__).resolve().parents[1] / "configs" / "skeletongait" /
+                                "skeletongait_synth.yaml"), {"data_cfg.dataset_partition": str(path)})
+    with pytest.raises(FileNotFoundError, match=f"data_cfg.dataset_partition: partition file not found: {path}"):
+        partition_splits(cfg)
+    for data in (b"", b"{not json", b"\xff\xfe\x00"):
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=f"{path}: not a partition JSON"):
+            read_partition(str(path))

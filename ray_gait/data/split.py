@@ -16,7 +16,11 @@ def model_columns(cfg: TrainConfig) -> tuple[str, ...]:
 
 def partition_splits(cfg: TrainConfig) -> dict[str, list[str]]:
     """TRAIN_SET / VAL_SET / TEST_SET identities of the configured partition and `data_cfg.val_ids`."""
-    return split_ids(read_partition(cfg.data_cfg.dataset_partition), cfg.data_cfg.val_ids)
+    try:
+        partition = read_partition(cfg.data_cfg.dataset_partition)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"data_cfg.dataset_partition: {err}") from err
+    return split_ids(partition, cfg.data_cfg.val_ids)
 
 
 def split_index(cfg: TrainConfig, split: str) -> SplitIndex:

@@ -47,7 +47,13 @@ def needs_silhouettes(model_name: str, data_in_use: Sequence[bool] | None) -> bo
 
 def read_partition(path: str) -> dict[str, list[str]]:
     """OpenGait's partition JSON {"TRAIN_SET": [...], "TEST_SET": [...]}, ids as strings."""
-    data = json.loads(fs.read_bytes(fs.resolve(path)).decode("utf-8"))
+    loc = fs.resolve(path)
+    if not fs.exists(loc) or fs.is_dir(loc):
+        raise FileNotFoundError(f"partition file not found: {path}")
+    try:
+        data = json.loads(fs.read_bytes(loc).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a partition JSON ({err})") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a partition is a mapping of TRAIN_SET / TEST_SET to ids")
     for key in ("TRAIN_SET", "TEST_SET"):
