@@ -57,8 +57,13 @@ def load_yaml_text(text: str, where: str = "") -> Any:
 
 def read_yaml(path: str) -> dict:
     """Load a YAML mapping from a local file (safe loader, no anchors or aliases)."""
-    with open(path, "r", encoding="utf-8") as handle:
-        text = handle.read()
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"YAML file not found: {path}") from err
+    except (IsADirectoryError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable YAML file ({err})") from err
     data = load_yaml_text(text, path)
     if data is None:
         return {}

@@ -155,3 +155,15 @@ def test_a_legitimate_config_with_references_still_loads(tmp_path):
     assert cfg.align_args.heatmap_image_size == 96 and cfg.heatmap_generator_args.use_score is False
     wide = {"a": list(range(1000)), "b": "${a}", "c": ["${b}"] * 50}
     assert resolve_references(wide)["c"][49] == list(range(1000))
+
+
+def test_a_missing_or_unreadable_yaml_file_is_named(tmp_path):
+    """`ray-gait train --cfgs typo.yaml` printed `[Errno 2] ...`; a binary file printed the codec's complaint
+    without the file."""
+    with pytest.raises(FileNotFoundError, match=f"YAML file not found: {tmp_path / 'typo.yaml'}"):
+        read_yaml(str(tmp_path / "typo.yaml"))
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00junk")
+    for path in (tmp_path / "binary.yaml", tmp_path):
+        with pytest.raises(ConfigError, match=f"{path}: not a readable YAML file"):
+            read_yaml(str(path))
+

@@ -81,6 +81,9 @@ def test_restore_weights_that_do_not_fit_fail_on_the_driver_before_any_worker(sy
         "model_cfg.SeparateBNNecks.class_num": 5}).model_cfg).state_dict(), str(weights))
     assert main(_args(_overrides(data, paired, tmp_path, "fine", **{"trainer_cfg.restore_hint": str(weights)}))) == 1
     assert f"{weights} does not fit DeepGaitV2: shape mismatch for BNNecks.fc_bin" in capsys.readouterr().err
+    missing = {"trainer_cfg.restore_hint": str(tmp_path / "no")}
+    assert main(_args(_overrides(data, paired, tmp_path, "fine", **missing))) == 1
+    assert f"trainer_cfg.restore_hint: checkpoint not found: {tmp_path / 'no'}" in capsys.readouterr().err
     assert not (tmp_path / "fine").exists(), "no Ray Train run was started"
 
 

@@ -127,7 +127,10 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     run_dir = run_folder(cfg, storage)
     restore_path = _restore_source(cfg, run_dir)
     if restore_path:
-        check_eval_weights(cfg.model_cfg, restore_path, strict=cfg.trainer_cfg.restore_ckpt_strict)
+        try:
+            check_eval_weights(cfg.model_cfg, restore_path, strict=cfg.trainer_cfg.restore_ckpt_strict)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"trainer_cfg.restore_hint: {err}") from err
     ensure_ray()
     ray_cfg = cfg.ray_cfg
     name = cfg.trainer_cfg.save_name
