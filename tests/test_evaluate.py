@@ -15,7 +15,7 @@ from ray_gait.cli import main
 from ray_gait.io.dataset import read_dataset
 from ray_gait.models import build_model, export_opengait_checkpoint
 from ray_gait.training.config import load_train_config
-from ray_gait.training.optim import build_optimizer
+from ray_gait.training.optim import build_optimizer, build_scheduler
 from ray_gait.training.state import TrainState, save_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,8 +93,8 @@ def test_weights_that_do_not_fit_the_model_are_refused_before_ray_starts(synth_m
     cfg = load_train_config(str(CONFIG), overrides)
     model = build_model(cfg.model_cfg)
     folder = tmp_path / "checkpoint_five"
-    save_state(str(folder), TrainState(model, build_optimizer(model, cfg.optimizer_cfg),
-                                       torch.optim.lr_scheduler.StepLR(torch.optim.SGD(model.parameters()), 1), None),
+    optimizer = build_optimizer(model, cfg.optimizer_cfg)
+    save_state(str(folder), TrainState(model, optimizer, build_scheduler(optimizer, dict(cfg.scheduler_cfg), 10), None),
                {})
     opengait = tmp_path / "five.pt"
     export_opengait_checkpoint(model.state_dict(), str(opengait))

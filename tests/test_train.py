@@ -83,7 +83,13 @@ def test_restore_weights_that_do_not_fit_fail_on_the_driver_before_any_worker(sy
     assert f"{weights} does not fit DeepGaitV2: shape mismatch for BNNecks.fc_bin" in capsys.readouterr().err
     missing = {"trainer_cfg.restore_hint": str(tmp_path / "no")}
     assert main(_args(_overrides(data, paired, tmp_path, "fine", **missing))) == 1
-    assert f"trainer_cfg.restore_hint: checkpoint not found: {tmp_path / 'no'}" in capsys.readouterr().err
+    assert f"trainer_cfg.restore_hint: no checkpoint at {tmp_path / 'no'}" in capsys.readouterr().err
+    # the workers restore with read_state: a bare state_dict (no iteration) is refused by it, here
+    bare = tmp_path / "bare.pt"
+    torch.save(build_model(load_train_config(str(CONFIG), {"model_cfg.SeparateBNNecks.class_num": 4}).model_cfg)
+               .state_dict(), bare)
+    assert main(_args(_overrides(data, paired, tmp_path, "fine", **{"trainer_cfg.restore_hint": str(bare)}))) == 1
+    assert f"{bare}: not a ray_gait checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "fine").exists(), "no Ray Train run was started"
 
 

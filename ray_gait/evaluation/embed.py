@@ -88,12 +88,17 @@ def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[
     return info
 
 
-def check_eval_weights(model_cfg: Mapping[str, Any], path: str, strict: bool = True) -> dict[str, Any]:
-    """Refuse (CheckpointError naming the file and keys) weights that do not fit the configured model, without
-    building its tensors (meta device): what a driver checks before any actor loads them; returns info."""
+def check_state_fits(model_cfg: Mapping[str, Any], state: Mapping[str, Any], strict: bool, source: str) -> None:
+    """Refuse (CheckpointError naming `source` and the keys) a state_dict that does not fit the configured model,
+    without building its tensors (meta device): what a driver checks before any worker loads it."""
     from ray_gait.models import build_model, check_weights
     with torch.device("meta"):
         model = build_model(dict(model_cfg))
+    check_weights(model, state, strict=strict, source=source)
+
+
+def check_eval_weights(model_cfg: Mapping[str, Any], path: str, strict: bool = True) -> dict[str, Any]:
+    """`check_state_fits` for the weights `load_eval_weights` would load from `path`; returns info."""
     state, info = _eval_state(path)
-    check_weights(model, state, strict=strict, source=path)
+    check_state_fits(model_cfg, state, strict, path)
     return info

@@ -26,7 +26,7 @@ from ray.util.queue import Empty, Queue
 
 from ray_gait.console import Stage, stage
 from ray_gait.data.index import SplitIndex
-from ray_gait.evaluation.embed import check_eval_weights
+from ray_gait.evaluation.embed import check_state_fits
 from ray_gait.evaluation.plots import training_curves_figure, write_figure
 from ray_gait.io import fs
 from ray_gait.data.sampler import TripletSampler
@@ -37,7 +37,7 @@ from ray_gait.training.config import TrainConfig
 from ray_gait.training.events import run_scalars
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer, build_scheduler
-from ray_gait.training.state import saved_checkpoints
+from ray_gait.training.state import read_state, saved_checkpoints
 from ray_gait.training.worker_loop import LoopContext, train_loop
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,10 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     restore_path = _restore_source(cfg, run_dir)
     if restore_path:
         try:
-            check_eval_weights(cfg.model_cfg, restore_path, strict=cfg.trainer_cfg.restore_ckpt_strict)
+            saved = read_state(restore_path)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"trainer_cfg.restore_hint: {err}") from err
+        check_state_fits(cfg.model_cfg, saved["model"], cfg.trainer_cfg.restore_ckpt_strict, restore_path)
     ensure_ray()
     ray_cfg = cfg.ray_cfg
     name = cfg.trainer_cfg.save_name
