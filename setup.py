@@ -6,19 +6,18 @@ install still succeeds with a warning, and `ray_gait.heatmap.fast.available()` r
 """
 from __future__ import annotations
 
+import os
+import runpy
 import sys
 import warnings
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-# Baseline instruction set only (the wheel must run on any x86-64 / aarch64): no -march flags; on
-# x86-64 the kernel adds an AVX2 build of its loops itself, picked at run time.
-# -fno-trapping-math only drops FP-exception semantics (results are unchanged); it lets gcc
-# if-convert and vectorize the inner loops.  -ffp-contract=off: no fused multiply-adds, so the
-# float32 roundings do not depend on the CPU (the SSE2 and AVX2 builds give identical maps, tested;
-# aarch64, where gcc would otherwise fuse, should match too but is untested).
-UNIX_FLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=off"]
+# The kernel's compiler flags live beside it (ray_gait/heatmap/kernel_build.py, stdlib only), so that a
+# build at run time (where an uploaded copy of the project lacks the compiled file) uses the same ones.
+UNIX_FLAGS = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_gait", "heatmap",
+                                         "kernel_build.py"))["UNIX_FLAGS"]
 
 
 class OptionalBuildExt(build_ext):

@@ -234,13 +234,13 @@ def run_train(args: argparse.Namespace) -> int:
     tree, cfg = _train_config(args)
     if args.log_to_file:
         _log_to_file(cfg)
-    from ray_gait.ray_layer.trainer import run_training
+    from ray_gait.ray_layer.trainer import result_checkpoint, run_folder, run_training
     result = run_training(cfg, tree)
     if result.error is not None:
         raise CommandError(f"training failed: {result.error}")
     metrics = result.metrics or {}
     print(f"train: iteration {metrics.get('iteration')} loss {metrics.get('loss', float('nan')):.4f} -> "
-          f"checkpoint {result.checkpoint.path if result.checkpoint else None}; run folder {result.path}")
+          f"checkpoint {result_checkpoint(cfg, result)}; run folder {run_folder(cfg)}")
     return 0
 
 

@@ -168,7 +168,7 @@ def test_a_sequence_without_frame_files_is_refused_at_ingest(tmp_path, fmt):
 
 def _serial_shards(monkeypatch) -> None:
     """Run step 1's shards one after the other in this process, as a Ray Data actor would run them."""
-    monkeypatch.setattr(heatmap_job, "ensure_ray", lambda: None)
+    monkeypatch.setattr(heatmap_job, "ensure_ray", lambda **_: None)
     monkeypatch.setattr(heatmap_job, "map_shards",
                         lambda shards, fn, settings, workers=None, gpus=0.0: (fn(s, settings) for s in shards))
 

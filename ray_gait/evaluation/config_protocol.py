@@ -10,8 +10,9 @@ from ray_gait.evaluation.protocols import get_protocol
 from ray_gait.training.config import TrainConfig
 
 
-def protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """Keyword arguments of the configured protocol (its protocol.json, probe set, data set name)."""
+def protocol_kwargs(cfg: TrainConfig, out_dir: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of the configured protocol (its protocol.json, probe set, data set name; GREW's
+    submission file goes below `out_dir`)."""
     name = cfg.evaluator_cfg.eval_func
     kwargs: dict[str, Any] = {"metric": cfg.evaluator_cfg.metric}
     dataset = cfg.data_cfg.test_dataset_name or cfg.data_cfg.dataset_name
@@ -22,17 +23,23 @@ def protocol_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         kwargs["probe_set"] = cfg.data_cfg.dataset_partition
     else:
         kwargs["dataset"] = dataset
+    if name == "GREW_submission":
+        if not out_dir:
+            raise ValueError("evaluator_cfg.eval_func GREW_submission writes a submission file: run it with "
+                             "`ray-gait test` (below --out), not during training")
+        kwargs["output_dir"] = out_dir
     if name == "evaluate_indoor_dataset":
         kwargs["cross_view_gallery"] = cfg.evaluator_cfg.cross_view_gallery
     return kwargs
 
 
-def evaluate_embeddings(cfg: TrainConfig, embeddings: np.ndarray,
-                        keys: Sequence[tuple[str, str, str, str]]) -> dict[str, Any]:
-    """The configured protocol's result for embeddings [n, E, p] of sequences keyed (id, type, view, seq)."""
+def evaluate_embeddings(cfg: TrainConfig, embeddings: np.ndarray, keys: Sequence[tuple[str, str, str, str]],
+                        out_dir: str | None = None) -> dict[str, Any]:
+    """The configured protocol's result for embeddings [n, E, p] of sequences keyed (id, type, view, seq);
+    a protocol that writes files (GREW's submission) writes them below `out_dir`."""
     table = np.array(keys, dtype=str).reshape(-1, 4)
     return get_protocol(cfg.evaluator_cfg.eval_func)(embeddings, table[:, 0], table[:, 1], table[:, 2],
-                                                      **protocol_kwargs(cfg))
+                                                      **protocol_kwargs(cfg, out_dir))
 
 
 def rank1_summary(result: dict[str, Any], prefix: str) -> dict[str, float]:

@@ -25,7 +25,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from time import localtime, strftime
 from typing import Any, Union
 
@@ -273,13 +272,12 @@ def evaluate_GREW(
 
 def GREW_submission(
     source: Source, labels: Labels, types: Labels, views: Labels, *,
-    dataset: str = "GREW", metric: str = "euc", output_dir: str | os.PathLike[str] = ".",
-    num_rank: int = 20,
+    output_dir: str | os.PathLike[str], dataset: str = "GREW", metric: str = "euc", num_rank: int = 20,
 ) -> dict[str, Any]:
     """Write GREW's submission CSV: per probe video (type ``03``), the nearest gallery ids.
 
     The gallery is types ``01`` and ``02``; a probe's video id is its ``views`` entry. The file is
-    ``output_dir/GREW_result/<time>.csv`` with header ``videoId,rank1,...``; numeric gallery labels
+    ``output_dir/GREW_result/<time>.csv`` (a folder or URI) with header ``videoId,rank1,...``; numeric gallery labels
     are written as integers, as OpenGait does. Returns empty metrics and ``submission`` = the path.
     """
     data = _test_set(source, labels, types, views, metric)
@@ -291,16 +289,13 @@ def GREW_submission(
                          f"items (types 01, 02); got {p_idx.size} and {g_idx.size}")
     rows = nearest_gallery(data.dist(p_idx, g_idx), num_rank)
     gallery_ids = [_submission_id(x) for x in data.labels[g_idx].tolist()]
-    path = Path(output_dir) / "GREW_result" / (strftime("%Y-%m%d-%H%M%S", localtime()) + ".csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = fs.resolve(str(output_dir)).join("GREW_result", strftime("%Y-%m%d-%H%M%S", localtime()) + ".csv")
     lines = ["videoId," + ",".join(f"rank{k}" for k in range(1, num_rank + 1))]
     for video, ranked in zip(data.views[p_idx].tolist(), rows):
         lines.append(",".join([video] + [gallery_ids[j] for j in ranked]))
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    logger.info("%s submission with %d probes written to %s", dataset, p_idx.size, path)
-    return {"results": {}, "overall": {}, "submission": str(path)}
+    fs.write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    logger.info("%s submission with %d probes written to %s", dataset, p_idx.size, path.uri)
+    return {"results": {}, "overall": {}, "submission": path.uri}
 
 
 def evaluate_protocol(

@@ -12,10 +12,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-try:
-    from ray_gait.heatmap import _kernel
-except ImportError:  # the optional compiled kernel is not built
-    _kernel = None
+from ray_gait.heatmap import fast
+
+_kernel = fast.loaded_kernel()  # None without the optional compiled kernel
 
 # gray / 255.0 for every gray level: the same IEEE divisions as dividing the crop by 255.
 _UNIT = np.arange(256, dtype=np.float64) / 255.0

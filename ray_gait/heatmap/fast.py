@@ -9,28 +9,72 @@ OpenGait's outputs: tests/test_heatmap_fast.py.
 
 `render_maps_with_rows` also reports the rows with content, which `align.align_maps` takes.
 
-The extension is optional (setup.py skips it when there is no C compiler): `available()` says
-whether it was built; nothing here raises ImportError.
+The extension is optional (setup.py skips it when there is no C compiler).  Where the package was
+copied without it (`ray job submit --working-dir .` leaves out every `*.so`), it is built here once
+per machine from `_kernel.c` (`kernel_build`).  `available()` says whether a kernel is loaded,
+`kernel_origin()` from where, or why there is none; nothing here raises ImportError.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
+from ray_gait.heatmap import kernel_build
 from ray_gait.heatmap.render import GRAY
 from ray_gait.pose.skeleton import LIMB_INDEX
 
-try:
-    from ray_gait.heatmap import _kernel
-except ImportError:  # not built (no compiler at install time) or built for another Python
-    _kernel = None
+
+def _load_kernel():
+    """The installed kernel, else one built on this machine: (module or None, where it came from, or why not)."""
+    try:
+        from ray_gait.heatmap import _kernel as installed
+        return installed, "installed"
+    except ImportError as exc:  # not built at install time, left out of an uploaded copy, or for another Python
+        missing = f"not installed ({exc})"
+    if not kernel_build.build_allowed():
+        return None, f"{missing}; building it here is off ({kernel_build.BUILD_ENV}=0)"
+    try:
+        module = kernel_build.load_built_kernel()
+    except kernel_build.KernelBuildError as exc:
+        return None, f"{missing}; could not build it here: {exc}"
+    return module, f"built here ({module.__file__})"
+
+
+log = logging.getLogger(__name__)
+
+_kernel, _ORIGIN = _load_kernel()
+_WHY_NOT = _ORIGIN if _kernel is None else "switched off in this process"
 
 _LIMBS = np.ascontiguousarray(LIMB_INDEX, dtype=np.int64)
 _GRAY = np.ascontiguousarray(GRAY, dtype=np.uint8)
 
 
 def available() -> bool:
-    """True when the compiled kernel is importable."""
+    """True when the compiled kernel is loaded."""
     return _kernel is not None
+
+
+def loaded_kernel():
+    """The compiled kernel module (installed or built here), or None."""
+    return _kernel
+
+
+def kernel_origin() -> str:
+    """Where the kernel came from ("installed", "built here (<file>)"), or why there is none."""
+    return _ORIGIN if _kernel is not None else _WHY_NOT
+
+
+_warned_fallback = False
+
+
+def warn_numpy_fallback() -> None:
+    """Log once per process that maps are drawn with numpy because the kernel is missing (and why)."""
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        log.warning("the compiled heatmap kernel is missing here, maps are drawn with numpy (about 10x slower): %s",
+                    kernel_origin())
 
 
 def _render(pts: np.ndarray, values: np.ndarray, sigma: float, height: int, width: int,

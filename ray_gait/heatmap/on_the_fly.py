@@ -46,6 +46,7 @@ def _render_cpu(pts: np.ndarray, values: np.ndarray, config: HeatmapConfig) -> n
     if fast.available():
         maps, rows = fast.render_maps_with_rows(pts, values, gen.sigma, gen.img_h, gen.img_w, gen.eps)
     else:
+        fast.warn_numpy_fallback()
         ops = _ops("numpy", None, PRECISION)
         maps = render_maps(ops, ops.asarray(pts), ops.asarray(values), gen.sigma, gen.img_h, gen.img_w, gen.eps)
     return align_maps(maps, align.final_img_size, align.offset, align.heatmap_image_size // 2, align.align, rows)

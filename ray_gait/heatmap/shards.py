@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ray_gait.heatmap import fast
 from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
 from ray_gait.heatmap.pipeline import render_heatmaps, render_heatmaps_batch, validate_pose
 from ray_gait.io import fs
@@ -57,6 +58,8 @@ class ShardRecord:
     seconds: float = 0.0
     parquet: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+    renderer: str = ""              # the backend that drew the maps: c, numpy or torch
+    kernel: str = ""                # where the compiled kernel came from on the worker, or why there was none
 
 
 def plan_shards(sources: list[str], shard_size: int) -> list[dict[str, Any]]:
@@ -125,11 +128,21 @@ def _one_thread() -> None:
     pyarrow.set_cpu_count(1)
 
 
-def _render_all(settings: JobSettings, config: HeatmapConfig, poses: list[np.ndarray]) -> list[Any]:
+def shard_renderer(backend: str) -> str:
+    """The backend a shard is drawn with: `auto` is the compiled kernel where it is loaded, else numpy."""
+    if backend != "auto":
+        return backend
+    if fast.available():
+        return "c"
+    fast.warn_numpy_fallback()
+    return "numpy"
+
+
+def _render_all(settings: JobSettings, config: HeatmapConfig, poses: list[np.ndarray], backend: str) -> list[Any]:
     """Maps of the poses, an exception in place of a rejected one: the torch backend draws the
     shard's valid sequences in one batch on its device, the others one sequence at a time."""
     out: list[Any] = []
-    if settings.backend == "torch":
+    if backend == "torch":
         valid = []
         for pose in poses:
             try:
@@ -142,7 +155,7 @@ def _render_all(settings: JobSettings, config: HeatmapConfig, poses: list[np.nda
         return [next(drawn) if item is None else item for item in out]
     for pose in poses:
         try:
-            out.append(render_heatmaps(pose, config, backend=settings.backend))
+            out.append(render_heatmaps(pose, config, backend=backend))
         except ValueError as exc:
             out.append(exc)
     return out
@@ -154,7 +167,8 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
     started = time.perf_counter()
     config = heatmap_config_from_dict(settings.config)
     out = fs.resolve(settings.out_root)
-    record = ShardRecord(name=shard["name"], sources=list(shard["sources"]))
+    record = ShardRecord(name=shard["name"], sources=list(shard["sources"]), renderer=shard_renderer(settings.backend),
+                         kernel=fast.kernel_origin())
     rows = []
     dataset_rows = _dataset_rows(settings, shard)
     loaded = []
@@ -163,7 +177,7 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
             loaded.append((source, *_read_one(settings, source, dataset_rows)))
         except (ValueError, OSError) as exc:
             record.errors.append({"source": source, "reason": str(exc)})
-    for (source, key, _), heatmap in zip(loaded, _render_all(settings, config, [pose for _, _, pose in loaded])):
+    for (source, key, _), heatmap in zip(loaded, _render_all(settings, config, [pose for _, _, pose in loaded], record.renderer)):
         if isinstance(heatmap, Exception):
             record.errors.append({"source": source, "reason": str(heatmap)})
             continue

@@ -91,7 +91,8 @@ def run_embed_job(cfg: TrainConfig, config_tree: dict[str, Any], data: str, out:
     size = min(size, len(shards))
     log.info("embedding %d sequences of %s (%s) in %d shard(s) with %d actor(s) on %s, weights %s -> %s",
              len(index), data, index.kind, len(shards), size, "GPU" if use_gpu else "CPU", weights, target.uri)
-    ensure_ray()
+    ensure_ray(shared={"--data": data, "--out": target.uri}, resources={"GPU": 1} if use_gpu else {"CPU": 1},
+               what="ray-gait embed" + (" with ray_cfg.use_gpu" if use_gpu else ""))
     ds = ray.data.from_items(shards, override_num_blocks=len(shards))
     ds = ds.map_batches(ShardEmbedder, fn_constructor_kwargs={"cfg": cfg, "index": index, "weights": weights,
                                                               "use_gpu": use_gpu, "out": target.uri},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 import time
 from typing import Any
 
@@ -40,7 +41,11 @@ class Embedder:
     """A Ray Data actor: loads the model once, reads and embeds the sequences whose positions it is given."""
 
     def __init__(self, cfg: TrainConfig, index: SplitIndex, weights: str, use_gpu: bool) -> None:
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError(f"ray_cfg.use_gpu is true but torch {torch.__version__} sees no CUDA device on node "
+                               f"{ray.util.get_node_ip_address()}: install a CUDA build of torch there, or set "
+                               "ray_cfg.use_gpu=false")
+        self.device = torch.device("cuda" if use_gpu else "cpu")
         model = build_model(cfg.model_cfg)
         load_eval_weights(model, weights, strict=cfg.evaluator_cfg.restore_ckpt_strict)
         self.embedder = SequenceEmbedder(model.to(self.device).eval(), cfg, self.device)
@@ -160,8 +165,10 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
     weights = find_checkpoint(cfg, checkpoint)
     index = split_index(cfg, "TEST_SET")
     count = len(index)
-    ensure_ray()
     use_gpu = cfg.ray_cfg.use_gpu
+    ensure_ray(shared={"--out": out_dir, "data_cfg.dataset_root": cfg.data_cfg.dataset_root},
+               resources={"GPU": 1} if use_gpu else {"CPU": 1},
+               what="the evaluation" + (" with ray_cfg.use_gpu" if use_gpu else ""))
     size = workers or max(1, min(cfg.ray_cfg.num_workers, count))
     log.info("embedding %d test sequences (%s) with %d actor(s), weights %s", count, index.kind, size, weights)
     positions = ray.data.from_items([{"position": i} for i in range(count)], override_num_blocks=max(1, min(count, 4 * size)))
@@ -179,16 +186,17 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
     buffer = io.BytesIO()
     np.savez_compressed(buffer, embeddings=emb, **keys)
     fs.write_bytes_atomic(fs.resolve(out_dir).join("embeddings.npz"), buffer.getvalue())
-    result = evaluate_embeddings(cfg, emb, kept_keys)
+    result = evaluate_embeddings(cfg, emb, kept_keys, out_dir)
     metrics = {"protocol": cfg.evaluator_cfg.eval_func, "metric": cfg.evaluator_cfg.metric,
                "results": result["results"], "overall": result.get("overall", {}),
                "view_matrices": result.get("view_matrices", {}), "checkpoint": weights,
+               **({"submission": result["submission"]} if "submission" in result else {}),
                "sequences": len(kept), "seconds": time.perf_counter() - started,
                "unreadable": [{"sequence": "/".join(index.keys[i]), "reason": reason}
                               for i, reason in sorted(unreadable.items())]}
     plots = []
     for cond, grid in metrics["view_matrices"].items():
-        path = os.path.join(out_dir, condition_plot_name(cond, cfg.evaluator_cfg.eval_func))
+        path = posixpath.join(out_dir, condition_plot_name(cond, cfg.evaluator_cfg.eval_func))
         plots.append(write_figure(path, view_matrix_figure(grid["rank1"], grid["probe_views"], grid["gallery_views"],
                                                            f"{cond}: Rank-1 (%) per probe x gallery view")))
     if cfg.evaluator_cfg.eval_func == "evaluate_protocol":
@@ -196,7 +204,7 @@ def run_evaluation(cfg: TrainConfig, config_tree: dict, out_dir: str, checkpoint
         curves = cmc_curves(emb, keys["id"], keys["type"], keys["view"], spec, cfg.evaluator_cfg.metric)
         metrics["cmc"] = curves
         if curves:
-            plots.append(write_figure(os.path.join(out_dir, "cmc.png"), cmc_figure(curves, "CMC, cross-view")))
+            plots.append(write_figure(posixpath.join(out_dir, "cmc.png"), cmc_figure(curves, "CMC, cross-view")))
     metrics["plots"] = plots
-    write_json_atomic(fs.resolve(os.path.join(out_dir, "metrics.json")), metrics)
+    write_json_atomic(fs.resolve(out_dir).join("metrics.json"), metrics)
     return metrics

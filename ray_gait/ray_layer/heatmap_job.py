@@ -94,6 +94,18 @@ def _write_previews(out: fs.Location, from_parquet: bool) -> list[str]:
     return written
 
 
+def _renderers(finished: list[Any], backend: str) -> dict[str, int]:
+    """Shards drawn per backend (c, numpy, torch); one warning when `auto` fell back to numpy somewhere."""
+    counts: dict[str, int] = {}
+    for rec in finished:
+        counts[rec.renderer or "unknown"] = counts.get(rec.renderer or "unknown", 0) + 1
+    slow = [rec for rec in finished if rec.renderer == "numpy"]
+    if backend == "auto" and slow:
+        log.warning("%d of %d shard(s) were rendered with numpy, about 10x slower than the compiled kernel, which "
+                    "was missing where they ran: %s", len(slow), len(finished), slow[0].kernel)
+    return counts
+
+
 def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, config: HeatmapConfig,
                     ext_name: str = "", fmt: str = "parquet", shard_size: int = 16, workers: int | None = None,
                     backend: str = "auto", device: str = "cpu") -> HeatmapSummary:
@@ -143,8 +155,9 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
                            device=device)
     new_frames = 0
     if todo:
-        ensure_ray()
         gpus = 1.0 if device == "cuda" else 0.0
+        ensure_ray(shared={"--pose_data_path": pose_data_path, "--save_root": out.uri},
+                   resources={"CPU": 1, "GPU": gpus}, what=f"ray-gait heatmap --device {device}")
         sizes = {shard["name"]: len(shard["sources"]) for shard in todo}
         with stage("heatmap", total=sum(sizes.values()), unit="seq") as progress:
             for row in map_shards(todo, render_shard, settings, workers, gpus):
@@ -159,13 +172,14 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
                                                     for err in errors).encode("utf-8"))
     warn_rejected(errors, out.join(ERRORS).uri)
+    renderers = _renderers(finished, backend)
     manifest: dict[str, Any] = {
         "config": config.to_dict(), "config_hash": config.hash(), "dataset_name": dataset_name,
         "pose_data_path": settings.pose_root, "format": fmt,
         "files": {rec.parquet: rec.rows for rec in finished if rec.parquet},
         "pkl_root": PKL_DIR if settings.write_pkl else None,
         "sequences": sum(rec.rows for rec in finished), "frames": sum(rec.frames for rec in finished),
-        "error_count": len(errors),
+        "error_count": len(errors), "renderers": renderers,
     }
     write_json_atomic(out.join(MANIFEST), manifest)
     if manifest["sequences"]:

@@ -136,7 +136,8 @@ def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection
                               selection_root=selection_root)
     new_sequences = 0
     if todo:
-        ensure_ray()
+        ensure_ray(shared={"--input_path": root.uri, "--output_path": out.uri}, resources={"CPU": 1},
+                   what="ray-gait ingest")
         sizes = {shard["name"]: len(shard["sources"]) for shard in todo}
         with stage("ingest", total=sum(sizes.values()), unit="seq") as progress:
             for row in map_shards(todo, ingest_shard, settings, workers):

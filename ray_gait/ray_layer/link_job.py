@@ -177,6 +177,8 @@ def run_link_job(heatmap_data_path: str, silhouette_data_path: str, output_path:
         return LinkSummary(out.uri, found["paired"], found["unmatched"], time.perf_counter() - started, True)
     log.info("%d heatmaps (%s), %d silhouette folders: %d pairs to check, %d unmatched so far",
              len(heatmaps), kind, len(silhouettes), len(plan.pairs), len(plan.unmatched))
+    ensure_ray(shared={"--heatmap_data_path": heatmap_data_path, "--silhouette_data_path": silhouette_data_path,
+                       "--output_path": out.uri}, resources={"CPU": 1}, what="ray-gait link")
     checked = _check_pairs(_groups(kind, fs.resolve(heatmap_data_path).uri, plan), with_arrays=fmt == "parquet")
     failed = checked.filter(expr=col("error") != "").select_columns(["id", "type", "view", "error"]).take_all()
     unmatched = plan.unmatched + [{"key": f"{r['id']}/{r['type']}/{r['view']}", "reason": r["error"]} for r in failed]

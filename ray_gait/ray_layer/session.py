@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 import ray
 import ray.data
 from ray._private import ray_constants
 
 from ray_gait.console import drop_native_lines, settings
+from ray_gait.ray_layer.cluster_checks import check_paths_shared, require_resources
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,20 @@ def _quiet_ray_console() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
+def ensure_ray(num_cpus: int | None = None, shared: Mapping[str, str | None] | None = None,
+               resources: Mapping[str, float] | None = None, what: str = "") -> None:
     """Connect to the cluster in RAY_ADDRESS, or start a local Ray on 127.0.0.1 (once per process); Ray's own
-    console output only with --verbose."""
+    console output only with --verbose.  Then the cluster checks of a job (`cluster_checks`): the local
+    paths in `shared` (flag -> path) must be seen by every node, and some node must offer `resources`
+    (one worker's bundle) for `what`."""
+    _connect(num_cpus)
+    if shared:
+        check_paths_shared(shared)
+    if resources:
+        require_resources(resources, what or "this job")
+
+
+def _connect(num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     verbose = settings().verbose

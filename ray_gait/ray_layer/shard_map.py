@@ -53,11 +53,15 @@ def uses_actors(workers: int | None, shards: int, gpus_per_worker: float = 0.0, 
     return shards > SMALL_JOB_SHARDS_PER_CPU * max(1, int(cluster_cpus() if cpus is None else cpus))
 
 
-def pool_strategy(workers: int | None, shards: int) -> ray.data.ActorPoolStrategy:
-    """`workers` actors (never more than shards), or a pool that grows with the cluster when None."""
+def pool_strategy(workers: int | None, shards: int, gpus_per_worker: float = 0.0) -> ray.data.ActorPoolStrategy:
+    """`workers` actors (never more than shards); else, for GPU actors, as many as the cluster's GPUs hold; else a
+    pool that grows with the cluster."""
     _check_workers(workers)
     if workers:
         return ray.data.ActorPoolStrategy(size=min(workers, shards), max_tasks_in_flight_per_actor=QUEUED_SHARDS)
+    if gpus_per_worker:
+        fits = int(float(ray.cluster_resources().get("GPU", 0.0)) // gpus_per_worker)
+        return ray.data.ActorPoolStrategy(size=max(1, min(shards, fits)), max_tasks_in_flight_per_actor=QUEUED_SHARDS)
     start = max(1, min(shards, int(cluster_cpus())))
     return ray.data.ActorPoolStrategy(min_size=1, max_size=shards, initial_size=start,
                                       max_tasks_in_flight_per_actor=QUEUED_SHARDS)
@@ -76,7 +80,7 @@ def map_shards(shards: list[dict[str, Any]], fn: Callable[[dict[str, Any], Any],
     kwargs = {"fn": fn, "settings": settings}
     if uses_actors(workers, len(shards), gpus_per_worker):
         ds = ds.map(_ShardWorker, fn_kwargs=kwargs, num_cpus=1, num_gpus=gpus_per_worker or None,
-                    compute=pool_strategy(workers, len(shards)))
+                    compute=pool_strategy(workers, len(shards), gpus_per_worker))
     else:
         ds = ds.map(_run_shard, fn_kwargs=kwargs, num_cpus=1)
     yield from ds.iter_rows()

@@ -22,7 +22,10 @@ import ray.train
 import ray.train.torch
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.v2._internal.execution.callback import ControllerCallback
+from ray.train.v2._internal.execution.controller.state import ReschedulingState, RestartingState
 from ray.util.queue import Empty, Queue
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_gait.console import Stage, stage
 from ray_gait.data.index import SplitIndex
@@ -119,6 +122,14 @@ def run_folder(cfg: TrainConfig, storage: str | None = None) -> str:
     return posixpath.join(fs.absolute(storage) if storage else cfg.ray_cfg.storage_path, cfg.trainer_cfg.save_name)
 
 
+def training_bundle(cfg: TrainConfig) -> dict[str, float]:
+    """What Ray reserves for one training worker (a GPU each with ray_cfg.use_gpu)."""
+    bundle = cfg.ray_cfg.worker_resources()
+    if cfg.ray_cfg.use_gpu:
+        bundle.setdefault("GPU", 1.0)
+    return bundle
+
+
 def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | None = None,
                  callbacks: list[Any] | None = None) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer for `cfg` (run `<storage>/<save_name>`), its config and splits checked first."""
@@ -132,8 +143,9 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
         except FileNotFoundError as err:
             raise FileNotFoundError(f"trainer_cfg.restore_hint: {err}") from err
         check_state_fits(cfg.model_cfg, saved["model"], cfg.trainer_cfg.restore_ckpt_strict, restore_path)
-    ensure_ray()
     ray_cfg = cfg.ray_cfg
+    ensure_ray(shared={"data_cfg.dataset_root": cfg.data_cfg.dataset_root, "ray_cfg.storage_path": run_dir},
+               resources=training_bundle(cfg), what="training (ray_cfg.num_workers, use_gpu, resources_per_worker)")
     name = cfg.trainer_cfg.save_name
     resources = ray_cfg.worker_resources()
     loop_config = {"cfg": cfg, "config": config_tree, "indices": indices, "restore_path": restore_path,
@@ -151,28 +163,54 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
     )
 
 
-class _ReportQueue(UserCallback):
-    """Rank 0's metrics of every report, put by Ray Train's controller (where this callback runs) on a
-    queue that a driver thread reads and shows in the training's progress stage."""
+RESTART_EVENT = "_ray_gait_restart"
+
+
+def failure_summary(error: BaseException | None, limit: int = 300) -> str:
+    """One line of a worker group's failure: its last line that names an error (Ray's messages are long)."""
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line or "died" in line]
+    text = (named or lines or [type(error).__name__])[-1]
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+CHECKPOINT_KEY = "_ray_gait_checkpoint"
+
+
+class _RunEvents(UserCallback):
+    """Rank 0's metrics of every report (with the name of its checkpoint folder), put by Ray Train's controller
+    (where this callback runs) on a queue that a driver thread reads: reports move the training's progress
+    stage, and a restart of the worker group (`_RestartWatch`, on the same queue) is one console line."""
 
     def __init__(self) -> None:
         self.queue: Queue | None = None
+        self.restarts = _RestartWatch(self)
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        """Pass rank 0's metrics on."""
+        """Pass rank 0's metrics on, and the checkpoint's folder name."""
         if metrics and self.queue is not None:
-            self.queue.put(dict(metrics[0]))
+            name = posixpath.basename(checkpoint.path.rstrip("/")) if checkpoint is not None else None
+            self.queue.put({**metrics[0], CHECKPOINT_KEY: name})
 
     @contextlib.contextmanager
-    def shown_in(self, progress: Stage) -> Iterator[None]:
-        """Create the queue (Ray is up) and show each report in `progress` until the block ends."""
-        self.queue = queue = Queue(actor_options={"num_cpus": 0})
+    def shown_in(self, progress: Stage, run_dir: str) -> Iterator[None]:
+        """Create the queue (Ray is up) and show each report and restart until the block ends."""
+        # on the driver's node, beside Ray Train's controller: a worker node's loss must not take the queue with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = self.restarts.queue = queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         finished = threading.Event()
+        latest: list[tuple[int, str]] = []
 
         def follow() -> None:
             while True:
                 try:
-                    show_report(progress, queue.get(timeout=0.5))
+                    item = queue.get(timeout=0.5)
+                    if RESTART_EVENT in item:
+                        show_restart(item[RESTART_EVENT], run_dir, latest[-1] if latest else None)
+                        continue
+                    if item.get(CHECKPOINT_KEY) and "iteration" in item:
+                        latest.append((int(item["iteration"]), item[CHECKPOINT_KEY]))
+                    show_report(progress, item)
                 except Empty:
                     if finished.is_set():
                         return
@@ -187,7 +225,19 @@ class _ReportQueue(UserCallback):
             finished.set()
             thread.join(timeout=10)
             queue.shutdown(force=True)
-            self.queue = None
+            self.queue = self.restarts.queue = None
+
+
+class _RestartWatch(ControllerCallback):
+    """Puts each restart of the worker group after a failure (Ray Train's controller state) on the run's queue."""
+
+    def __init__(self, events: _RunEvents) -> None:
+        self.queue: Queue | None = events.queue
+
+    def after_controller_state_update(self, previous_state: Any, current_state: Any) -> None:
+        """Pass on a restart: the worker group failed and is started again from the latest checkpoint."""
+        if isinstance(current_state, (RestartingState, ReschedulingState)) and self.queue is not None:
+            self.queue.put({RESTART_EVENT: failure_summary(current_state.training_failed_error)})
 
 
 def show_report(progress: Stage, metrics: dict[str, Any]) -> None:
@@ -203,10 +253,29 @@ def show_report(progress: Stage, metrics: dict[str, Any]) -> None:
     progress.advance_to(int(metrics.get("iteration", progress.done)), **info)
 
 
-def _resumed_iteration(run_dir: str) -> int:
-    """The iteration of the run's latest checkpoint (where a rerun resumes), 0 for a new run."""
+def show_restart(failure: str, run_dir: str, latest: tuple[int, str] | None) -> None:
+    """One console line for a restart of the worker group: what failed, and where the run goes on from."""
+    if latest:
+        iteration, name = latest
+        where = f"checkpoint {posixpath.join(run_dir, name)} (iteration {iteration})"
+    else:
+        found = saved_checkpoints(run_dir)
+        where = (f"checkpoint {found[-1][1]} (iteration {found[-1][0]})" if found
+                 else "the start (no checkpoint saved yet)")
+    log.warning("training: the worker group failed (%s); restarting from %s", failure, where)
+
+
+def _resumed_from(run_dir: str) -> tuple[int, str | None]:
+    """(iteration, folder) of the run's latest checkpoint (where a rerun resumes); (0, None) for a new run."""
     found = saved_checkpoints(run_dir)
-    return found[-1][0] if found else 0
+    return found[-1] if found else (0, None)
+
+
+def result_checkpoint(cfg: TrainConfig, result: ray.train.Result) -> str | None:
+    """The URI (or local path) of a Result's checkpoint: Ray Train returns object-store paths without their scheme."""
+    if result.checkpoint is None:
+        return None
+    return posixpath.join(run_folder(cfg), posixpath.basename(result.checkpoint.path.rstrip("/")))
 
 
 def write_training_curves(run_dir: str) -> str | None:
@@ -219,12 +288,16 @@ def run_training(cfg: TrainConfig, config_tree: dict[str, Any]) -> ray.train.Res
     """Train with Ray Train as `cfg` says, shown as one progress stage of iterations; writes the run's training
     curves. Returns Ray Train's Result (metrics, checkpoint, path)."""
     run_dir = run_folder(cfg)
-    reports = _ReportQueue()
-    trainer = make_trainer(cfg, config_tree, callbacks=[reports])
+    events = _RunEvents()
+    trainer = make_trainer(cfg, config_tree, callbacks=[events, events.restarts])
+    resumed, folder = _resumed_from(run_dir)
+    if folder:
+        log.info("resuming run %s from checkpoint %s (iteration %d of %d)", run_dir, folder, resumed,
+                 cfg.trainer_cfg.total_iter)
     sigint = signal.getsignal(signal.SIGINT)
     try:
         with stage("train", total=cfg.trainer_cfg.total_iter, unit="iter",
-                   initial=_resumed_iteration(run_dir)) as progress, reports.shown_in(progress):
+                   initial=resumed) as progress, events.shown_in(progress, run_dir):
             result = trainer.fit()
     except ray.train.TrainingFailedError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if "Error" in line and ":" in line]

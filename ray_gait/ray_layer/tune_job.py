@@ -29,11 +29,12 @@ from ray_gait.ray_layer.heatmap_job import run_heatmap_job
 from ray_gait.ray_layer.link_job import run_link_job
 from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.data.split import partition_splits
-from ray_gait.ray_layer.trainer import check_training_config, make_trainer
+from ray_gait.ray_layer.cluster_checks import autoscaler_running, max_cluster_resources
+from ray_gait.ray_layer.trainer import check_training_config, make_trainer, training_bundle
 from ray_gait.training.config import TrainConfig, config_from_tree, path_overrides
 from ray_gait.training.data import needs_silhouettes
 from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_figure, trials_table
-from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_heatmap_config
+from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_heatmap_config, trials_that_fit
 from ray_gait.yaml_config import apply_overrides
 
 log = logging.getLogger(__name__)
@@ -163,16 +164,17 @@ def _distribution(value: dict[str, Any]) -> Any:
 
 
 def _concurrency(spec: SearchSpec, cfg: TrainConfig) -> int:
-    if spec.max_concurrent_trials > 0:
-        return spec.max_concurrent_trials
-    ray_cfg = cfg.ray_cfg
-    resources = ray.cluster_resources()
-    per_worker = ray_cfg.worker_resources()
-    if ray_cfg.use_gpu:
-        per_worker.setdefault("GPU", 1)
-    fits = [resources.get(name, 0.0) // (amount * ray_cfg.num_workers)
-            for name, amount in per_worker.items() if amount > 0]
-    return max(1, int(min(fits))) if fits else 1
+    """Trials run at once: as many as the cluster can hold, all of them where an autoscaler can add nodes
+    (bounded by its config's limits when known); `max_concurrent_trials` caps either."""
+    trials = trial_count(spec) or 1
+    if autoscaler_running():
+        capacity = max_cluster_resources()
+        fits = trials if not capacity else min(trials, trials_that_fit(capacity, training_bundle(cfg),
+                                                                       cfg.ray_cfg.num_workers))
+    else:
+        fits = trials_that_fit(ray.cluster_resources(), training_bundle(cfg), cfg.ray_cfg.num_workers)
+    cap = spec.max_concurrent_trials
+    return max(1, min(fits, cap) if cap > 0 else fits)
 
 
 def _rows(results: ray.tune.ResultGrid, spec: SearchSpec, total_iter: int) -> list[TrialRow]:
@@ -243,7 +245,9 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
     if spec.metric.startswith("val/") and not partition_splits(cfg)["VAL_SET"]:
         raise ValueError(f"the sweep's metric {spec.metric} needs a validation split: set data_cfg.val_ids "
                          "(identities held out of TRAIN_SET) or give the partition a VAL_SET")
-    ensure_ray()
+    ensure_ray(shared={"ray_cfg.storage_path": cfg.ray_cfg.storage_path,
+                       "data_cfg.dataset_root": cfg.data_cfg.dataset_root},
+               resources=training_bundle(cfg), what="the sweep's trainings (ray_cfg)")
     storage = cfg.ray_cfg.storage_path
     sweep_dir = os.path.join(storage, spec.name)
     datasets: dict[str, str] = {}

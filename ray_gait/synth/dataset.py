@@ -29,7 +29,6 @@ import pickle
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -253,15 +252,15 @@ def generate_sequence(spec: SequenceSpec, cfg: SynthConfig) -> tuple[np.ndarray,
     return render.pose, render.sil
 
 
-def _atomic_pickle(path: Path, array: np.ndarray) -> None:
-    """Pickle ``array`` to ``path`` atomically (temporary name, then rename)."""
-    fs.write_bytes_atomic(fs.resolve(str(path)), pickle.dumps(array, protocol=4))
+def _atomic_pickle(loc: fs.Location, array: np.ndarray) -> None:
+    """Pickle ``array`` to a location atomically (a local temporary name then a rename, or one upload)."""
+    fs.write_bytes_atomic(loc, pickle.dumps(array, protocol=4))
 
 
 def read_array(path: str | os.PathLike) -> np.ndarray:
-    """Load one pickled numpy array written by :func:`write_sequence` (restricted unpickler)."""
+    """Load one pickled numpy array written by :func:`write_sequence` (restricted unpickler; a path or a URI)."""
     try:
-        obj = loads_arrays(Path(path).read_bytes())
+        obj = loads_arrays(fs.read_bytes(fs.resolve(str(path))))
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot load {path}: {exc}") from exc
     if not isinstance(obj, np.ndarray):
@@ -269,25 +268,26 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     return obj
 
 
-def _atomic_json(path: Path, data: Any) -> None:
+def _atomic_json(loc: fs.Location, data: Any) -> None:
     """Write JSON atomically."""
-    fs.write_bytes_atomic(fs.resolve(str(path)), (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    fs.write_bytes_atomic(loc, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def write_sequence(
     out_root: str | os.PathLike, spec: SequenceSpec, pose: np.ndarray, sil: np.ndarray
-) -> tuple[Path, Path]:
-    """Write ``pose/<relpath>`` and ``sil/<relpath>`` (pickled arrays, atomically); return both paths."""
+) -> tuple[str, str]:
+    """Write ``pose/<relpath>`` and ``sil/<relpath>`` (pickled arrays, atomically) below a folder or URI;
+    return both paths."""
     if pose.ndim != 3 or pose.shape[1:] != (17, 3) or pose.dtype != np.float32:
         raise ValueError(f"pose of {spec.relpath} must be float32 (T, 17, 3), got {pose.dtype} {pose.shape}")
     if sil.ndim != 3 or sil.dtype != np.uint8 or sil.shape[0] != pose.shape[0]:
         raise ValueError(
             f"sil of {spec.relpath} must be uint8 (T, H, W) with T = {pose.shape[0]}, got {sil.dtype} {sil.shape}")
-    root = Path(out_root)
-    pose_path, sil_path = root / "pose" / spec.relpath, root / "sil" / spec.relpath
-    _atomic_pickle(pose_path, np.ascontiguousarray(pose))
-    _atomic_pickle(sil_path, np.ascontiguousarray(sil))
-    return pose_path, sil_path
+    root = fs.resolve(str(out_root))
+    pose_loc, sil_loc = root.join("pose", spec.relpath), root.join("sil", spec.relpath)
+    _atomic_pickle(pose_loc, np.ascontiguousarray(pose))
+    _atomic_pickle(sil_loc, np.ascontiguousarray(sil))
+    return pose_loc.uri, sil_loc.uri
 
 
 def protocol_for(cfg: SynthConfig) -> dict[str, Any]:
@@ -310,12 +310,12 @@ def protocol_for(cfg: SynthConfig) -> dict[str, Any]:
 
 
 def write_metadata(out_root: str | os.PathLike, cfg: SynthConfig) -> None:
-    """Write ``partition.json``, ``protocol.json`` and ``synth.json`` under ``out_root``."""
-    root = Path(out_root)
+    """Write ``partition.json``, ``protocol.json`` and ``synth.json`` under ``out_root`` (a folder or URI)."""
+    root = fs.resolve(str(out_root))
     ids = [f"{s:05d}" for s in range(1, cfg.ids + 1)]
-    _atomic_json(root / "partition.json", {"TRAIN_SET": ids[:cfg.train_ids], "TEST_SET": ids[cfg.train_ids:]})
-    _atomic_json(root / "protocol.json", protocol_for(cfg))
-    _atomic_json(root / "synth.json", {
+    _atomic_json(root.join("partition.json"), {"TRAIN_SET": ids[:cfg.train_ids], "TEST_SET": ids[cfg.train_ids:]})
+    _atomic_json(root.join("protocol.json"), protocol_for(cfg))
+    _atomic_json(root.join("synth.json"), {
         "format_version": FORMAT_VERSION,
         "config": cfg.to_dict(),
         "joints": list(COCO17),
@@ -331,11 +331,11 @@ def write_metadata(out_root: str | os.PathLike, cfg: SynthConfig) -> None:
 
 def read_config(out_root: str | os.PathLike) -> SynthConfig:
     """The config stored in ``out_root/synth.json``."""
-    path = Path(out_root) / "synth.json"
+    loc = fs.resolve(str(out_root)).join("synth.json")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(fs.read_bytes(loc))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read synth config {path}: {exc}") from exc
+        raise ValueError(f"cannot read synth config {loc.uri}: {exc}") from exc
     return SynthConfig.from_dict(data["config"])
 
 

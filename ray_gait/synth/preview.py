@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from ray_gait.io import fs
 from ray_gait.synth.dataset import SequenceSpec, SynthConfig, read_array, read_config, simulate_sequence
 from ray_gait.synth.kinematics import LEFT, RIGHT
 
@@ -114,15 +114,15 @@ def render_preview(cfg: SynthConfig, rows: Sequence[SequenceSpec] | None = None,
     return sheet
 
 
-def _check_against_disk(root: Path, rows: Sequence[SequenceSpec], cfg: SynthConfig) -> None:
+def _check_against_disk(root: fs.Location, rows: Sequence[SequenceSpec], cfg: SynthConfig) -> None:
     """Warn when a stored pose differs from its regeneration (wrong seed or edited data)."""
     for spec in rows:
-        path = root / "pose" / spec.relpath
-        if not path.is_file():
+        loc = root.join("pose", spec.relpath)
+        if not fs.exists(loc):
             continue
-        stored = read_array(path)
+        stored = read_array(loc.uri)
         if not np.array_equal(stored, simulate_sequence(spec, cfg).pose):
-            log.warning("preview: %s differs from its regeneration with seed %d", path, cfg.seed)
+            log.warning("preview: %s differs from its regeneration with seed %d", loc.uri, cfg.seed)
 
 
 def write_preview(
@@ -130,19 +130,20 @@ def write_preview(
     png_path: str | os.PathLike,
     rows: Sequence[SequenceSpec] | None = None,
     frames: int = 8,
-) -> Path:
-    """Write the preview PNG of a config, or of a generated data set folder (its ``synth.json``)."""
+) -> str:
+    """Write the preview PNG (a path or URI) of a config, or of a generated data set folder (its ``synth.json``)."""
     if isinstance(source, SynthConfig):
         cfg = source
     else:
         cfg = read_config(source)
     rows = list(rows) if rows is not None else default_rows(cfg)
     if not isinstance(source, SynthConfig):
-        _check_against_disk(Path(source), rows, cfg)
+        _check_against_disk(fs.resolve(str(source)), rows, cfg)
     sheet = render_preview(cfg, rows, frames)
-    out = Path(png_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), sheet):
-        raise OSError(f"cannot write preview {out}")
-    log.info("preview: %d rows -> %s", len(rows), out)
-    return out
+    out = fs.resolve(str(png_path))
+    encoded, png = cv2.imencode(".png", sheet)
+    if not encoded:
+        raise OSError(f"cannot encode preview {out.uri}")
+    fs.write_bytes_atomic(out, png.tobytes())
+    log.info("preview: %d rows -> %s", len(rows), out.uri)
+    return out.uri

@@ -4,7 +4,7 @@
     metric: val/rank1                   # reported at every save_iter on the validation split
     mode: max
     num_samples: 1                      # samples per grid point
-    max_concurrent_trials: 0            # 0: as many as the cluster's CPUs / GPUs hold at once
+    max_concurrent_trials: 0            # 0: as many as the cluster holds at once (all, under an autoscaler)
     scheduler: {type: asha, grace_period: 20, reduction_factor: 2}
     space:
       optimizer_cfg.lr: {loguniform: [1.0e-4, 1.0e-2]}
@@ -178,3 +178,9 @@ def heatmap_configs(spec: SearchSpec) -> list[tuple[dict[str, Any], HeatmapConfi
         config = trial_heatmap_config(spec, overrides)
         seen.setdefault(config.hash(), (overrides, config))
     return list(seen.values())
+
+
+def trials_that_fit(resources: Mapping[str, float], bundle: Mapping[str, float], workers: int) -> int:
+    """How many trainings of `workers` workers, each reserving `bundle`, the `resources` hold at once (>= 1)."""
+    fits = [int(resources.get(name, 0.0) // (amount * workers)) for name, amount in bundle.items() if amount > 0]
+    return max(1, min(fits)) if fits else 1
