@@ -30,6 +30,8 @@ step train-throughput "$py" benchmarks/train_throughput.py --widths seed --devic
 step train-throughput-8-threads "$py" benchmarks/train_throughput.py --widths seed --device cuda --amp --steps 10 --input-threads 8
 step train-throughput-fp32 "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10
 step train-throughput-fp32-8-ranks "$py" benchmarks/train_throughput.py --widths seed --device cuda --steps 10 --ranks 8 --input-threads 2
+step rank-memory "$py" benchmarks/train_throughput.py --memory --widths seed --device cuda --ranks 4,8
+step rank-memory-oumvlp "$py" benchmarks/train_throughput.py --memory --widths seed --device cuda --models skeletongait --batch 32x8 --ranks 4,8
 step render-on-the-fly "$py" benchmarks/render_on_the_fly.py --device cuda
 step export-speed "$py" benchmarks/export_speed.py --device cuda --widths seed
 exit $status

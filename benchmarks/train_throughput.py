@@ -14,6 +14,17 @@ one-process NCCL group (CUDA only, as in torch): with one rank there is nothing 
 times the converted model, not the all-gather of several GPUs.  `--ranks N` measures one rank of an
 N-rank DDP run: P x K is the global batch (as in OpenGait's configs), each rank builds and steps its
 share of it.  A step that runs out of device memory is reported as such and the next model goes on.
+
+`--memory` prints, instead of rates, the peak memory of one rank's step at its share, for fp32 and AMP
+(bf16 and fp16): on CUDA `torch.cuda.max_memory_allocated` around a real `train_step` (the CUDA context
+and the allocator's cache come on top); on a machine without a GPU, the tensors of the same forward,
+backward and optimizer step traced by torch's MemTracker over fake tensors (FakeTensorMode: shapes and
+dtypes only, nothing computed or allocated), with the loss replaced by the sum of the outputs (the
+triplet and cross-entropy terms pick entries by value, which fake tensors do not have; at a few
+kilobytes they do not move the peak).  The traced figure counts what autograd keeps, not convolution
+workspaces: benchmarks/README.md compares it with a measured CUDA peak.
+
+    python benchmarks/train_throughput.py --memory --widths seed --models skeletongait++ --ranks 1,4,8
 """
 from __future__ import annotations
 
@@ -26,6 +37,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contextlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -102,6 +115,71 @@ def step_seconds(cfg: TrainConfig, data: SequenceSet, device: torch.device, amp:
     return (time.perf_counter() - start) / steps, share
 
 
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def traced_step_peak(cfg: TrainConfig, batch: tuple, amp_dtype: torch.dtype | None) -> int:
+    """Peak bytes of one step's tensors (parameters, gradients, optimizer state, activations) on fake tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    x, labels, lengths = batch
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        model = build_model(cfg.model_cfg)
+        optimizer = build_optimizer(model, cfg.optimizer_cfg)
+        x = mode.from_tensor(x)
+        tracker = MemTracker()
+        tracker.track_external(model, optimizer)
+        with tracker:
+            optimizer.zero_grad(set_to_none=True)
+            context = torch.autocast("cpu", dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+            with context:
+                outputs = model(x, lengths)
+            sum(t.float().sum() for t in outputs).backward()
+            optimizer.step()
+        return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+
+
+def measured_step_peak(cfg: TrainConfig, batch: tuple, device: torch.device, amp_dtype: torch.dtype | None) -> int:
+    """Peak bytes allocated on the GPU by a warm-up and a measured `train_step` at this batch."""
+    model = build_model(cfg.model_cfg).to(device)
+    losses = LossAggregator(cfg.loss_cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optimizer_cfg)
+    scaler = make_scaler(amp_dtype, device)
+    train_step(model, losses, optimizer, scaler, batch, device, amp_dtype)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    train_step(model, losses, optimizer, scaler, batch, device, amp_dtype)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated(device)
+    del model, losses, optimizer
+    torch.cuda.empty_cache()
+    return peak
+
+
+def print_memory(models: list[str], widths: str, batch: tuple[int, int], frames: int, ranks: list[int],
+                 device: torch.device) -> None:
+    """One line per model and rank count: the peak GiB of a rank's step in fp32, bf16 and fp16 AMP."""
+    how = "CUDA max_memory_allocated" if device.type == "cuda" else "MemTracker over fake tensors"
+    print(f"peak memory of one rank's step, global batch {batch[0]}x{batch[1]} of {frames} frames, {widths} "
+          f"widths ({how})")
+    for model in models:
+        cfg = config_for(model, widths, batch, frames)
+        columns = input_columns(cfg.model_cfg["model"], cfg.data_cfg.data_in_use)
+        data = fake_sequences(columns, CLASSES, 6, np.random.default_rng(0))
+        for n in ranks:
+            rank_batch = BatchMaker(data, cfg.trainer_cfg.sampler, cfg.trainer_cfg.transform, world_size=n).make(0)
+            figures = []
+            for name, dtype in AMP_DTYPES.items():
+                try:
+                    peak = (measured_step_peak(cfg, rank_batch, device, dtype) if device.type == "cuda"
+                            else traced_step_peak(cfg, rank_batch, dtype))
+                    figures.append(f"{name} {peak / 2**30:6.2f} GiB")
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    figures.append(f"{name} out of memory")
+            print(f"{model:>15}: {n} rank(s), {len(rank_batch[1])} sequences per rank | {' | '.join(figures)}")
+
+
 def one_rank_group() -> None:
     """A process group of this process alone, so SyncBatchNorm can run."""
     store = torch.distributed.FileStore(tempfile.mktemp(prefix="ray_gait_bench_"), 1)
@@ -121,13 +199,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--input-threads", type=int, default=1,
                         help="prefetch threads building batches (data_cfg.num_workers), default 1")
-    parser.add_argument("--ranks", type=int, default=1,
-                        help="measure one rank of an N-rank run (its share of the P x K batch), default 1")
+    parser.add_argument("--ranks", default="1",
+                        help="measure one rank of an N-rank run (its share of the P x K batch), default 1; "
+                             "with --memory a comma-separated list")
+    parser.add_argument("--memory", action="store_true",
+                        help="print the peak memory of a rank's step in fp32 / bf16 / fp16 instead of rates")
     args = parser.parse_args()
-    if args.ranks < 1:
-        parser.error("--ranks must be >= 1")
+    try:
+        ranks = [int(v) for v in args.ranks.split(",")]
+    except ValueError:
+        parser.error(f"--ranks takes whole numbers, not {args.ranks!r}")
+    if min(ranks) < 1 or (len(ranks) > 1 and not args.memory):
+        parser.error("--ranks must be >= 1 (a list only with --memory)")
     p, k = (int(v) for v in args.batch.split("x"))
     device = torch.device(args.device)
+    if args.memory:
+        print_memory(args.models.split(","), args.widths, (p, k), args.frames, ranks, device)
+        return
+    args.ranks = ranks[0]
     if args.sync_bn and device.type != "cuda":
         parser.error("--sync-bn needs --device cuda (torch's SyncBatchNorm runs on GPUs only)")
     if args.sync_bn:

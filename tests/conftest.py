@@ -22,7 +22,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # a node, and on 2 cores each run finishes ~2-3 s sooner without it
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 # Every process this test session starts (Ray's raylet, GCS and workers, drivers run as subprocesses, the clusters
-# of test_ray_jobs and test_two_nodes) inherits this mark; at the end, whatever still carries it is a leftover.
+# of test_cluster_rehearsal and test_two_nodes) inherits this mark; at the end, whatever still carries it is a leftover.
 SESSION_MARK = "RAY_GAIT_TEST_SESSION"
 os.environ[SESSION_MARK] = f"{os.getpid()}-{uuid.uuid4().hex}"
 

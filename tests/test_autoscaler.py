@@ -19,8 +19,10 @@ killed.  `ray.cluster_utils.AutoscalingCluster` is not used: its start runs `ray
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -58,7 +60,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def autoscaling_config(gcs_address: str) -> dict:
+def autoscaling_config(gcs_address: str, head_cpus: int = HEAD_CPUS) -> dict:
     """The whole cluster config the monitor reads (it applies no defaults: the packaged example.yaml that
     `prepare_config` would merge for fake_multinode is not in the wheel, so every key is written here)."""
     return {
@@ -76,7 +78,7 @@ def autoscaling_config(gcs_address: str) -> dict:
         },
         "head_node_type": "ray.head.default",
         "available_node_types": {
-            "ray.head.default": {"resources": {"CPU": HEAD_CPUS}, "node_config": {}, "max_workers": 0},
+            "ray.head.default": {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0},
             "ray.worker.cpu": {"resources": {"CPU": WORKER_CPUS, "object_store_memory": 150 * 1024 ** 2},
                                "node_config": {}, "min_workers": 0, "max_workers": MAX_WORKER_NODES},
         },
@@ -191,14 +193,15 @@ def _log_tail(tmp: Path, name: str, chars: int = 3000) -> str:
     return "".join(f"--- {p}\n{p.read_text(errors='replace')[-chars:]}\n" for p in paths)
 
 
-@pytest.fixture
-def autoscaling_cluster():
-    """A head (1 CPU) under Ray's autoscaler with the fake multi-node provider: yields (address, env, api, tmp)."""
+@contextlib.contextmanager
+def _autoscaling_cluster(head_cpus: int):
+    """A head of `head_cpus` CPUs under Ray's autoscaler with the fake multi-node provider: yields (address, env,
+    api, tmp)."""
     tmp = Path(tempfile.mkdtemp(prefix="rga", dir="/tmp"))
     port, dashboard = _free_port(), _free_port()
     address = f"127.0.0.1:{port}"
     from ray.autoscaler._private.util import validate_config
-    cluster_config = autoscaling_config(address)
+    cluster_config = autoscaling_config(address, head_cpus)
     validate_config(cluster_config)         # the monitor would only log a bad config at debug level
     config = tmp / "autoscaling.yaml"
     config.write_text(json.dumps(cluster_config, indent=1))   # JSON is YAML
@@ -214,7 +217,7 @@ def autoscaling_cluster():
         env.pop(name, None)
     log = open(tmp / "ray_start.log", "wb")
     process = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={HEAD_CPUS}", f"--port={port}",
+        [str(BIN / "ray"), "start", "--head", "--block", f"--num-cpus={head_cpus}", f"--port={port}",
          f"--autoscaling-config={config}", f"--temp-dir={tmp}", "--include-dashboard=true",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
          "--object-store-memory=150000000",
@@ -262,6 +265,20 @@ def autoscaling_cluster():
         still = _cluster_processes(process.pid, mark)
         shutil.rmtree(tmp, ignore_errors=True)
         assert not still, f"processes of the autoscaling cluster survive SIGKILL: {still}"
+
+
+@pytest.fixture
+def autoscaling_cluster():
+    """A head with 1 CPU under the autoscaler."""
+    with _autoscaling_cluster(HEAD_CPUS) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def no_cpu_head_cluster():
+    """A head that takes no work (0 CPUs, as cluster.yaml's) under the autoscaler."""
+    with _autoscaling_cluster(0) as cluster:
+        yield cluster
 
 
 def _run_cli(args: list[str], env: dict, work: Path, name: str, timeout: float = 300) -> str:
@@ -356,3 +373,64 @@ def test_autoscaler_adds_nodes_for_heatmaps_and_training_then_removes_them(autos
           f"{len(train_nodes)} added node(s) (Train workers on {len(worker_nodes)} node(s)), scaled down "
           f"{train_down_s:.0f} s after; {len(launched)} worker node(s) launched in all")
     assert launched >= heatmap_nodes | train_nodes and len(launched) <= 2 * MAX_WORKER_NODES
+
+
+def _busy_spans(api: StateApi, actors: list[dict]) -> list[tuple[float, float]]:
+    """(first start, last end) in seconds of the tasks each actor ran, from the state API."""
+    spans = []
+    for actor in actors:
+        tasks = [t for t in api.rows("tasks") if t.get("actor_id") == actor["actor_id"] and t.get("start_time_ms")
+                 and t.get("end_time_ms")]
+        assert tasks, f"no finished task of actor {actor['actor_id']}"
+        spans.append((min(t["start_time_ms"] for t in tasks) / 1000.0, max(t["end_time_ms"] for t in tasks) / 1000.0))
+    return spans
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_a_sweep_on_a_head_that_takes_no_work_runs_its_trials_at_once(no_cpu_head_cluster, tmp_path):
+    """cluster.yaml's shape: the head has no CPU and the workers scale from zero. A 2-trial sweep must ask for
+    both trials at once (the autoscaler brings up their nodes), not size itself by the CPUs there are (none).
+    Then a training that asks for a GPU, which no node type here has, fails within the bounded wait."""
+    address, env, api, tmp = no_cpu_head_cluster
+    from ray_gait.synth import SynthConfig
+    from ray_gait.synth.dataset import generate_dataset
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    generate_dataset(data, SynthConfig(ids=6, train_ids=4, views=(0, 90), frames=(12, 16)))
+    space = tmp_path / "space.yaml"
+    space.write_text(json.dumps({"name": "two", "metric": "val/rank1", "mode": "max", "scheduler": {"type": "fifo"},
+                                 "space": {"optimizer_cfg.lr": {"grid_search": [1e-3, 2e-3]}}}))
+    settings = {"data_cfg.dataset_root": str(data / "pose"), "data_cfg.dataset_partition": str(data / "partition.json"),
+                "data_cfg.dataset_name": "synth", "data_cfg.val_ids": 1, "ray_cfg.storage_path": str(runs),
+                "ray_cfg.num_workers": 1, "ray_cfg.max_failures": 0, "model_cfg.SeparateBNNecks.class_num": 3,
+                "trainer_cfg.sampler.batch_size": [2, 2],
+                "trainer_cfg.sampler.frames_num_fixed": 8, "trainer_cfg.total_iter": 4, "trainer_cfg.save_iter": 2,
+                "trainer_cfg.log_iter": 1, "trainer_cfg.warmup_iter": 0, "trainer_cfg.enable_float16": False}
+    sets = [arg for key, value in settings.items()
+            for arg in ("--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}")]
+    watcher, output = _during(api, lambda: _run_cli(["tune", "--cfgs", str(CONFIG), "--search", str(space), *sets],
+                                                     env, tmp_path, "tune"))
+    assert "2 trial(s) at a time" in output, output[-3000:]
+    assert "a local path on a cluster whose autoscaler adds nodes" in output, output[-3000:]
+    summary = json.loads((runs / "two" / "sweep.json").read_text())
+    assert sorted(t["params"]["optimizer_cfg.lr"] for t in summary["trials"]) == [1e-3, 2e-3]
+    assert all(t["iteration"] == 4 for t in summary["trials"]), summary["trials"]
+    workers = [a for a in api.rows("actors") if a["class_name"] == "RayTrainWorker"]
+    assert len(workers) == 2 and all(a["node_id"] != HEAD_NODE_ID for a in workers), workers
+    spans = _busy_spans(api, workers)
+    assert min(end for _, end in spans) > max(start for start, _ in spans), f"the trials ran one after the other: {spans}"
+    assert watcher.max_alive >= 2, _log_tail(tmp, "monitor.log")
+
+    # a resource no node type offers: one line, within the wait RAY_GAIT_RESOURCE_WAIT_S sets
+    started = time.monotonic()
+    done = subprocess.run([str(BIN / "ray-gait"), "train", "--cfgs", str(CONFIG), *sets,
+                           "--set", "ray_cfg.use_gpu=true", "--set", "trainer_cfg.save_name=gpu"],
+                          env=dict(env, RAY_GAIT_RESOURCE_WAIT_S="10"), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180)
+    seconds = time.monotonic() - started
+    text = done.stdout + done.stderr
+    assert done.returncode != 0 and seconds < 90, (seconds, text[-3000:])
+    # (whether the CPU is named too depends on whether the sweep's nodes are still up)
+    assert re.search(r"ray-gait train: error: training \(.*\) asks for (1 CPU, )?1 GPU per worker, and no node "
+                     r"offering it came up within 10 s", text), text[-3000:]
+    assert "Traceback" not in text, text[-3000:]

@@ -51,3 +51,18 @@ def test_paths_on_one_node_pass_and_the_upload_folder_is_warned_of(ray_session, 
     assert any("ray_cfg.storage_path" in r.getMessage() and "deletes with the session" in r.getMessage()
                for r in caplog.records)
     assert not list(tmp_path.rglob(".ray_gait-visible-*"))
+
+
+def test_a_lost_node_is_named_in_the_failure_line():
+    """Ray's message when a Train worker's node was SIGKILLed (as the rehearsal saw it): the line names the node."""
+    from ray_gait.ray_layer.trainer import failure_summary
+    lost = RuntimeError(
+        "Training failed due to worker errors:\n[Rank 0 Error Snippet]:\nray.exceptions.ActorUnavailableError: The actor "
+        "5e43fc98516fda8865c17bb404000000 is unavailable: The actor is temporarily unavailable: RpcError: RPC error: "
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.3.17:15311: Failed to connect to remote "
+        "host: Connection refused rpc_code: 14. The task may or may not have been executed on the actor.")
+    line = failure_summary(lost)
+    assert line.startswith("a worker on node 10.0.3.17 was lost: ray.exceptions.ActorUnavailableError: The actor"), line
+    assert "\n" not in line and len(line) < 400
+    plain = failure_summary(ValueError("Training failed:\nValueError: loss is NaN at iteration 12 (ray 2.60.0)"))
+    assert plain == "ValueError: loss is NaN at iteration 12 (ray 2.60.0)"

@@ -195,3 +195,64 @@ def test_each_check_catches_its_regression(cluster, mutate, check):
 @pytest.mark.parametrize("leak", ["RAY_AUTH_TOKEN=" + "ab12" * 16, "RAY_AUTH_TOKEN: hunter2", "# " + "0f" * 32])
 def test_token_literal_check_catches_a_written_token(cluster_text, leak):
     assert _token_literals(cluster_text + "\n" + leak + "\n")
+
+
+# The nodes install what README installs, and README's cluster examples use only what the cluster has.
+
+README = ROOT / "README.md"
+
+
+def _install_problems(cluster: dict, readme: str) -> list[str]:
+    """How the nodes' set-up differs from README's: torch at README's pin first, then the project."""
+    pinned = re.search(r"pip install (torch==\S+) && pip install -e \.", readme)
+    if pinned is None:
+        return ["README has no `pip install torch==X && pip install -e .` command"]
+    setup = [c for c in cluster.get("setup_commands") or [] if "pip install" in c]
+    torch_at = [i for i, c in enumerate(setup) if re.search(rf"pip install (--quiet )?{re.escape(pinned[1])}$", c)]
+    project_at = [i for i, c in enumerate(setup) if re.search(r"pip install (--quiet )?-e /home/ubuntu/ray_gait$", c)]
+    if not torch_at or not project_at:
+        return [f"setup_commands lack `pip install {pinned[1]}` or the project's `pip install -e`: {setup}"]
+    problems = [f"torch is installed after the project: {setup}"] if torch_at[0] > project_at[0] else []
+    return problems + [f"another torch pin: {c}" for c in setup if "torch" in c and pinned[1] not in c]
+
+
+def _readme_cluster_paths(readme: str) -> list[str]:
+    """The path arguments of README's `ray job submit` examples (shell lines joined at their backslashes)."""
+    joined = readme.replace("\\\n", " ")
+    paths = []
+    for line in joined.splitlines():
+        command = re.search(r"ray job submit .* -- python (jobs/.*)", line)
+        if command:
+            words = command[1].replace("`", " ").split()
+            paths += [value for flag, value in zip(words, words[1:])
+                      if re.fullmatch(r"--(out|data|checkpoint|gallery|probe|save_root|dataset_partition|dataset_protocol|\w+_path)",
+                                                  flag)
+                      and value != "..."]
+    return paths
+
+
+def _path_problems(cluster: dict, readme: str) -> list[str]:
+    """README cluster paths that are neither object storage nor a file of the uploaded project."""
+    mounted = tuple(cluster.get("file_mounts") or {})
+    return [p for p in _readme_cluster_paths(readme) if not re.match(r"(s3|gs)://", p)
+            and not (ROOT / p).exists() and not p.startswith(mounted)]
+
+
+def test_nodes_install_the_versions_readme_installs(cluster):
+    assert _install_problems(cluster, README.read_text()) == []
+
+
+def test_readme_cluster_examples_use_only_paths_the_cluster_has(cluster):
+    readme = README.read_text()
+    assert _readme_cluster_paths(readme), "README has no ray job submit example with paths"
+    assert _path_problems(cluster, readme) == []
+
+
+def test_install_and_path_checks_catch_their_regressions(cluster):
+    readme = README.read_text()
+    broken = copy.deepcopy(cluster)
+    broken["setup_commands"] = [c.replace("torch==2.13.0", '"torch>=2.4,<=2.14.1"') for c in cluster["setup_commands"]]
+    assert _install_problems(broken, readme)
+    example = ("ray job submit --working-dir . -- python jobs/pipeline.py \\\n    --out s3://b/x "
+               "--silhouette_data_path /mnt/CCPG-sils --dataset_partition configs/nothing.json\n")
+    assert _path_problems(cluster, example) == ["/mnt/CCPG-sils", "configs/nothing.json"]

@@ -117,7 +117,8 @@ def check_paths_shared(paths: Mapping[str, str | None]) -> None:
 
     The driver writes a marker file in each path's folder; a task on every other alive node looks for it
     (as Ray Train checks its storage).  Also warns of a path inside Ray's upload folder (a relative path
-    under `ray job submit`), which Ray deletes with the session.
+    under `ray job submit`), which Ray deletes with the session, and of local paths on a one-node cluster whose
+    autoscaler will add nodes (they cannot be checked yet).
     """
     local = {flag: path for flag, path in paths.items() if path and not fs.is_uri(path)}
     if not local:
@@ -129,6 +130,10 @@ def check_paths_shared(paths: Mapping[str, str | None]) -> None:
     here = ray.get_runtime_context().get_node_id()
     others = [node for node in _alive_nodes() if node["NodeID"] != here]
     if not others:
+        if autoscaler_running():
+            log.warning("%s: a local path on a cluster whose autoscaler adds nodes, which cannot be checked before "
+                        "they come up: every node must mount it, else give s3:// or gs:// URIs",
+                        ", ".join(f"{flag} {path}" for flag, path in local.items()))
         return
     name = f".ray_gait-visible-{uuid.uuid4().hex}"
     markers = []

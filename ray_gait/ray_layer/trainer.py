@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
+import re
 import signal
 import threading
 from typing import Any, Iterator
@@ -166,12 +167,19 @@ def make_trainer(cfg: TrainConfig, config_tree: dict[str, Any], storage: str | N
 RESTART_EVENT = "_ray_gait_restart"
 
 
+_NODE_ADDRESS = re.compile(r"(?<![\d.])((?:\d{1,3}\.){3}\d{1,3})(?::\d+)?(?![\d.])")
+
+
 def failure_summary(error: BaseException | None, limit: int = 300) -> str:
-    """One line of a worker group's failure: its last line that names an error (Ray's messages are long)."""
-    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
-    named = [line for line in lines if "Error" in line or "died" in line]
+    """One line of a worker group's failure: the node it names, if any, and its last line that names an error
+    (Ray's messages are long)."""
+    message = str(error or "")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    named = [line for line in lines if "Error" in line or "died" in line or "unavailable" in line]
     text = (named or lines or [type(error).__name__])[-1]
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    nodes = list(dict.fromkeys(_NODE_ADDRESS.findall(message)))
+    return f"a worker on node {', '.join(nodes)} was lost: {text}" if nodes else text
 
 
 CHECKPOINT_KEY = "_ray_gait_checkpoint"
