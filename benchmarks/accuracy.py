@@ -26,7 +26,7 @@ from ray_gait.evaluation.protocols import evaluate_protocol  # noqa: E402
 from ray_gait.io.safe_pickle import loads_arrays  # noqa: E402
 from ray_gait.ray_layer.demo import run_demo  # noqa: E402
 from ray_gait.synth.baseline import pose_features  # noqa: E402
-from ray_gait.training.config import CONFIG_DIR  # noqa: E402
+from ray_gait.config import CONFIG_DIR  # noqa: E402
 from ray_gait.yaml_config import parse_override  # noqa: E402
 
 

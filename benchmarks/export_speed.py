@@ -32,7 +32,7 @@ from ray_gait.models.export import (  # noqa: E402
     random_input,
     torchscript_runner,
 )
-from ray_gait.training.config import CONFIG_DIR, load_train_config  # noqa: E402
+from ray_gait.config import CONFIG_DIR, load_train_config  # noqa: E402
 
 if TYPE_CHECKING:
     import onnxruntime

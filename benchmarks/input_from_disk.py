@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 from ray_gait.data.split import make_reader, split_index  # noqa: E402
-from ray_gait.training.config import CONFIG_DIR, TrainConfig, load_train_config  # noqa: E402
-from ray_gait.training.data import BatchMaker, prefetch  # noqa: E402
+from ray_gait.config import CONFIG_DIR, TrainConfig, load_train_config  # noqa: E402
+from ray_gait.data.batches import BatchMaker, prefetch  # noqa: E402
 
 REFERENCE_BATCH = (32, 4, 30)
 SOURCES = {"maps": ("skeletongait_synth.yaml", "maps"),

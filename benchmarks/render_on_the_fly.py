@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from ray_gait.heatmap import fast  # noqa: E402
 from ray_gait.heatmap.config import load_heatmap_config  # noqa: E402
 from ray_gait.heatmap.on_the_fly import prepare_pose, render_frames  # noqa: E402
-from ray_gait.training.config import load_train_config  # noqa: E402
+from ray_gait.config import load_train_config  # noqa: E402
 from heatmap_throughput import make_sequences as make_walks, time_batch  # noqa: E402  (benchmarks/ is on sys.path)
 
 CPU_CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait++_synth.yaml"

@@ -44,9 +44,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ray_gait.models import build_model  # noqa: E402
-from ray_gait.training.config import CONFIG_DIR, TrainConfig, load_train_config  # noqa: E402
-from ray_gait.training.data import BatchMaker, SequenceSet, input_columns, prefetch  # noqa: E402
-from ray_gait.training.loop import autocast_dtype, make_scaler, train_step  # noqa: E402
+from ray_gait.config import CONFIG_DIR, TrainConfig, load_train_config  # noqa: E402
+from ray_gait.data.batches import BatchMaker, prefetch  # noqa: E402
+from ray_gait.data.sources import SequenceSet  # noqa: E402
+from ray_gait.models import input_columns  # noqa: E402
+from ray_gait.models.precision import autocast_dtype  # noqa: E402
+from ray_gait.training.loop import make_scaler, train_step  # noqa: E402
 from ray_gait.training.losses import LossAggregator  # noqa: E402
 from ray_gait.training.optim import build_optimizer  # noqa: E402
 

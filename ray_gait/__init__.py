@@ -1,6 +1,6 @@
 """ray_gait: SkeletonGait and SkeletonGait++ on Ray.
 
-The public API (SPEC 3b) is importable without starting Ray; heavy modules (torch, pyarrow)
+The public API (the names below) is importable without starting Ray; heavy modules (torch, pyarrow)
 load on first use.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`ray-gait SUBCOMMAND`: the command line of SPEC 3 (the same flags as `jobs/<subcommand>.py`)."""
+"""`ray-gait SUBCOMMAND`: the command line (the same flags as `jobs/<subcommand>.py`)."""
 from __future__ import annotations
 
 import argparse
@@ -37,7 +37,7 @@ def add_heatmap_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heatmap_cfg_path", "--heatemap_cfg_path", default=None,
                    help="heatmap config YAML (default: the packaged configs/heatmap.yaml; OpenGait's "
                         "pretreatment_heatmap.yaml also loads)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. "
+    add_set_flag(p, "override a config key, e.g. "
                    "heatmap_generator_args.sigma=4.0 (repeatable)")
     p.add_argument("--format", default="parquet", choices=["parquet", "pkl", "both"],
                    help="parquet (default), pkl (OpenGait's per-sequence tree under pkl/) or both")
@@ -102,7 +102,7 @@ def add_ingest_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pose_selection_dir", "--oumvlp_index_dir", default=None,
                    help="OU-MVLP: folder of <id>/<seq>/<view>/pose_selection_idx.pkl (which person each crowded "
                         "frame shows); without it the subject is tracked")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an ingest option, e.g. "
+    add_set_flag(p, "override an ingest option, e.g. "
                    "min_frames=5 (repeatable)")
     p.add_argument("--max-errors", type=int, default=0,
                    help="exit non-zero when more inputs than this are rejected (default 0)")
@@ -178,6 +178,27 @@ def _frames(text: str) -> tuple[int, int]:
     return low, high
 
 
+def add_set_flag(parser: Any, help_text: str = "override a config key (repeatable)") -> None:
+    """`--set KEY=VALUE`, repeatable: the one definition of the override flag of every command."""
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=help_text)
+
+
+def add_synth_flags(parser: Any) -> None:
+    """The synthetic data set's size and seed (`synth`, and `pipeline` without real data)."""
+    parser.add_argument("--ids", type=int, default=60, help="identities (default 60)")
+    parser.add_argument("--train-ids", type=int, default=None, help="identities in TRAIN_SET (default: half)")
+    parser.add_argument("--views", type=_views, default=(0, 45, 90, 135, 180), help="walking directions in degrees")
+    parser.add_argument("--frames", type=_frames, default=(40, 60), help="frames per sequence MIN:MAX (default 40:60)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (the data set is a function of it)")
+
+
+def synth_config(args: argparse.Namespace) -> Any:
+    """The SynthConfig of the synthetic-data flags (TRAIN_SET: half the identities unless --train-ids)."""
+    from ray_gait.synth import SynthConfig
+    train = args.train_ids if args.train_ids is not None else args.ids // 2
+    return SynthConfig(ids=args.ids, train_ids=train, views=args.views, frames=args.frames, seed=args.seed)
+
+
 def add_synth_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `ray-gait synth`."""
     p = sub.add_parser("synth", help="write the synthetic gait data set (poses, silhouettes, partition, protocol)",
@@ -187,11 +208,7 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
                                    "OUT/partition.json, OUT/protocol.json, OUT/preview.png.",
                        epilog="example: ray-gait synth --out data/synth --ids 60 --views 0,45,90,135,180")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--ids", type=int, default=60, help="identities (default 60)")
-    p.add_argument("--train-ids", type=int, default=None, help="identities in TRAIN_SET (default: half)")
-    p.add_argument("--views", type=_views, default=(0, 45, 90, 135, 180), help="walking directions in degrees")
-    p.add_argument("--frames", type=_frames, default=(40, 60), help="frames per sequence MIN:MAX (default 40:60)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (the data set is a function of it)")
+    add_synth_flags(p)
     p.add_argument("--workers", type=int, default=None, help="concurrent tasks (default: one per CPU)")
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
     p.set_defaults(handler=run_synth)
@@ -200,10 +217,7 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     """Generate the synthetic data set."""
     from ray_gait.ray_layer.synth_job import run_synth_job
-    from ray_gait.synth import SynthConfig
-    cfg = SynthConfig(ids=args.ids, train_ids=args.train_ids if args.train_ids is not None else args.ids // 2,
-                      views=args.views, frames=args.frames, seed=args.seed)
-    result = run_synth_job(args.out, cfg, workers=args.workers, preview=not args.no_preview)
+    result = run_synth_job(args.out, synth_config(args), workers=args.workers, preview=not args.no_preview)
     print(f"synth: {result['sequences']} sequences ({result['made']} written, {result['skipped']} already there), "
           f"{result['seconds']:.1f} s -> {result['output']}")
     return 0
@@ -211,7 +225,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def _train_config(args: argparse.Namespace) -> tuple[dict, Any]:
     """The raw config tree (with --set applied, for the workers) and the typed config of --cfgs."""
-    from ray_gait.training.config import load_config
+    from ray_gait.config import load_config
     return load_config(args.cfgs, _overrides(args.set))
 
 
@@ -224,7 +238,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                        epilog="example: ray-gait train --cfgs configs/skeletongait/skeletongait++_synth.yaml "
                               "--set trainer_cfg.total_iter=200 --set ray_cfg.num_workers=2")
     p.add_argument("--cfgs", required=True, help="config YAML (ours or OpenGait's)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    add_set_flag(p)
     p.add_argument("--log_to_file", action="store_true", help="also write the log to <run>/train.log")
     p.set_defaults(handler=run_train)
 
@@ -277,7 +291,7 @@ def add_test_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="ray_gait checkpoint folder/state.pt or an OpenGait .pt "
                    "(default: evaluator_cfg.restore_hint, else the run's latest checkpoint)")
     p.add_argument("--out", default=None, help="output folder (default: <run folder>/test)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    add_set_flag(p)
     p.add_argument("--workers", type=int, default=None, help="embedding actors (default ray_cfg.num_workers)")
     p.set_defaults(handler=run_test)
 
@@ -312,7 +326,7 @@ def add_embed_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: evaluator_cfg.restore_hint, else the run's latest checkpoint)")
     p.add_argument("--data", required=True, help="data set to embed, all of it (path or URI)")
     p.add_argument("--out", required=True, help="output folder (path or URI); an earlier embed output is replaced")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    add_set_flag(p)
     p.add_argument("--workers", type=int, default=None, help="embedding actors (default ray_cfg.num_workers)")
     p.add_argument("--shard-size", type=int, default=128, help="sequences per task and per Parquet part")
     p.set_defaults(handler=run_embed)
@@ -383,7 +397,7 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfgs", required=True, help="training config YAML (the base of every trial)")
     p.add_argument("--search", default=None, help="search space YAML (default: the packaged "
                    "configs/tune/lr_sigma.yaml: lr log-uniform, sigma 4 and 8, on the demo's synthetic data)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key (repeatable)")
+    add_set_flag(p, "override a training config key (repeatable)")
     p.set_defaults(handler=run_tune)
 
 
@@ -417,7 +431,7 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=None,
                    help="training iterations (default 160 of 8-frame clips, about 5 minutes on 2 cores)")
     p.add_argument("--cfgs", default=None, help="training config (default skeletongait++_synth.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key")
+    add_set_flag(p, "override a training config key")
     p.set_defaults(handler=run_demo_command)
 
 
@@ -454,7 +468,7 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--cfgs", default=None, help="training config (default skeletongait++_synth.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a training config key")
+    add_set_flag(p, "override a training config key")
     p.add_argument("--iters", type=int, default=None, help="training iterations (default: the config's total_iter)")
     real = p.add_argument_group("real data (default: the synthetic data set)")
     real.add_argument("--pose_data_path", default=None, help="pose tree <id>/<type>/<view>/<seq>.pkl or an ingested "
@@ -466,12 +480,7 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     real.add_argument("--heatmap_cfg_path", default=None, help="heatmap config YAML (default configs/heatmap.yaml)")
     real.add_argument("--heatmap-set", action="append", metavar="KEY=VALUE",
                       help="override a heatmap config key, e.g. heatmap_generator_args.sigma=4.0")
-    synth = p.add_argument_group("synthetic data")
-    synth.add_argument("--ids", type=int, default=60, help="identities (default 60)")
-    synth.add_argument("--train-ids", type=int, default=None, help="identities in TRAIN_SET (default: half)")
-    synth.add_argument("--views", type=_views, default=(0, 45, 90, 135, 180), help="walking directions in degrees")
-    synth.add_argument("--frames", type=_frames, default=(40, 60), help="frames per sequence MIN:MAX")
-    synth.add_argument("--seed", type=int, default=0, help="random seed of the synthetic data set")
+    add_synth_flags(p.add_argument_group("synthetic data"))
     p.set_defaults(handler=run_pipeline_command)
 
 
@@ -479,11 +488,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     """Run the pipeline and print the table and where everything is."""
     from ray_gait.ray_layer.demo import DEMO_CONFIG
     from ray_gait.ray_layer.pipeline import PipelineInputs, run_pipeline
-    from ray_gait.synth import SynthConfig
-    synth = None
-    if args.pose_data_path is None:
-        train = args.train_ids if args.train_ids is not None else args.ids // 2
-        synth = SynthConfig(ids=args.ids, train_ids=train, views=args.views, frames=args.frames, seed=args.seed)
+    synth = synth_config(args) if args.pose_data_path is None else None
     inputs = PipelineInputs(pose_data_path=args.pose_data_path, silhouette_data_path=args.silhouette_data_path,
                             dataset_partition=args.dataset_partition, dataset_protocol=args.dataset_protocol,
                             dataset_name=args.dataset_name, synth=synth, heatmap_cfg_path=args.heatmap_cfg_path,
@@ -509,7 +514,7 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     """Export a checkpoint in OpenGait's format."""
     from ray_gait.models import build_model, export_opengait_checkpoint, load_weights
-    from ray_gait.training.state import read_state
+    from ray_gait.models.checkpoint import read_state
     saved = read_state(args.checkpoint)
     model_cfg = (saved.get("config") or {}).get("model_cfg")
     if model_cfg:
@@ -536,7 +541,7 @@ def add_export_model_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", required=True, choices=["torchscript", "onnx"],
                    help="torchscript (load with torch.jit.load) or onnx (run with onnxruntime)")
     p.add_argument("--out", required=True, help="file to write (path or URI)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    add_set_flag(p)
     p.set_defaults(handler=run_export_model)
 
 

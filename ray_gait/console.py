@@ -188,31 +188,7 @@ def stage(name: str, total: int | None = None, unit: str = "shard", initial: int
         progress.close()
 
 
-# The child process of drop_native_lines: copies its stdin (what the parent writes to fd 2) to its stdout (the
-# parent's original stderr) as it comes, less each line's text from a match of argv[1] on, its newline included.
-# A partial line that starts like one of those ("[") waits for its end; any other (a progress bar's "\r..."
-# redraw) passes at once.
-_FILTER = r"""
-import os, re, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-drop, pending = re.compile(sys.argv[1].encode()), b""
-def write(data):
-    while data:
-        data = data[os.write(1, data):]
-def keep(line, end):
-    found = drop.search(line)
-    return line + end if found is None else line[:found.start()]
-while True:
-    chunk = os.read(0, 65536)
-    if not chunk:
-        break
-    *lines, pending = (pending + chunk).split(b"\n")
-    write(b"".join(keep(line, b"\n") for line in lines))
-    if pending and not pending.startswith(b"["):
-        write(pending)
-        pending = b""
-write(keep(pending, b""))
-"""
+_FILTER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stderr_filter.py")
 
 _native_filter: subprocess.Popen | None = None
 
@@ -235,7 +211,7 @@ def drop_native_lines(pattern: str) -> bool:
     sys.stderr.flush()
     read_end, write_end = os.pipe()
     try:
-        _native_filter = subprocess.Popen([sys.executable, "-S", "-c", _FILTER, pattern], stdin=read_end, stdout=2,
+        _native_filter = subprocess.Popen([sys.executable, "-S", _FILTER_SCRIPT, pattern], stdin=read_end, stdout=2,
                                           stderr=2, close_fds=True, start_new_session=True)
         os.dup2(write_end, 2)
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ports import free_port
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
@@ -43,13 +44,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -84,7 +78,7 @@ def s3_server():
     if server is None:
         yield None
         return
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     saved = {k: os.environ.get(k) for k in S3_ENV}
@@ -134,7 +128,7 @@ def ray_session(s3_server):
     path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
     # The dashboard serves the state API that Ray Train's placement-group cleaner polls: without it,
     # the workers of a Tune trial stopped early keep their CPUs and later trials never start.
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=_free_port(),
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
              _temp_dir=tmp, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, **{k: os.environ[k] for k in S3_ENV if k in os.environ}}})
     import ray.data

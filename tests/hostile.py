@@ -1,4 +1,4 @@
-"""A corpus of pickles made to break a loader, assembled opcode by opcode (issue 15).
+"""A corpus of pickles made to break a loader, assembled opcode by opcode.
 
 Each entry is (name, bytes, reason): `reason` is a regular expression the loader's error must match.
 The attacks are the ones reproduced on the old loader (numpy's own reconstruct and dtype state behind a

@@ -26,7 +26,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,12 +52,6 @@ WORKER_CPUS = 2
 MAX_WORKER_NODES = 2
 IDLE_TIMEOUT_MINUTES = 0.05         # 3 s: scale-down is seen within seconds of a job's end
 MARK = "RAY_GAIT_AUTOSCALER_TEST"    # in the environment of every process of this test's cluster
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def autoscaling_config(gcs_address: str, head_cpus: int = HEAD_CPUS) -> dict:
@@ -198,7 +192,7 @@ def _autoscaling_cluster(head_cpus: int):
     """A head of `head_cpus` CPUs under Ray's autoscaler with the fake multi-node provider: yields (address, env,
     api, tmp)."""
     tmp = Path(tempfile.mkdtemp(prefix="rga", dir="/tmp"))
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     from ray.autoscaler._private.util import validate_config
     cluster_config = autoscaling_config(address, head_cpus)
@@ -222,7 +216,7 @@ def _autoscaling_cluster(head_cpus: int):
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
          "--object-store-memory=150000000",
          # another Ray on this machine (the test session's own) may hold the default ports: take free ones
-         *(f"--{flag}={_free_port()}" for flag in (
+         *(f"--{flag}={free_port()}" for flag in (
              "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
              "runtime-env-agent-port", "ray-client-server-port"))],
         env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)

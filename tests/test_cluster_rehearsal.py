@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from test_autoscaler import StateApi, _cluster_processes, _kill_cluster
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -47,12 +47,6 @@ TRAIN_SET = {"model_cfg.Backbone.C": "0.5", "trainer_cfg.sampler.batch_size": "[
              "trainer_cfg.sampler.frames_num_fixed": "8", "trainer_cfg.save_iter": "1", "trainer_cfg.log_iter": "1",
              "trainer_cfg.warmup_iter": "0", "ray_cfg.num_workers": "1", "ray_cfg.max_failures": "3",
              "evaluator_cfg.enable_float16": "false"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _can_unshare() -> bool:
@@ -77,7 +71,7 @@ class Rehearsal:
         self.driver_only = base / "driver_only"
         for folder in (self.head_dir, self.worker_dir, self.head_tmp, self.worker_tmp, self.driver_only):
             folder.mkdir()
-        self.port, self.dashboard = _free_port(), _free_port()
+        self.port, self.dashboard = free_port(), free_port()
         self.token = secrets.token_hex(16)
         self.mark = uuid.uuid4().hex
         self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -93,7 +87,7 @@ class Rehearsal:
         self.worker_starts = 0
 
     def _ports(self) -> list[str]:
-        return [f"--{flag}={_free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+        return [f"--{flag}={free_port()}" for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                                                          "metrics-export-port", "runtime-env-agent-port")]
 
     def start_head(self) -> None:
@@ -102,7 +96,7 @@ class Rehearsal:
             [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=0", f"--node-ip-address={HEAD_IP}",
              f"--port={self.port}", f"--temp-dir={self.head_tmp}", "--include-dashboard=true",
              f"--dashboard-host={HEAD_IP}", f"--dashboard-port={self.dashboard}", "--disable-usage-stats",
-             f"--ray-client-server-port={_free_port()}", *self._ports()],
+             f"--ray-client-server-port={free_port()}", *self._ports()],
             env=dict(self.env, RAY_TMPDIR=str(self.head_tmp), TMPDIR=str(self.head_tmp)), cwd=self.head_dir,
             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
 
@@ -222,7 +216,7 @@ def _new_files_of_project() -> list[str]:
 
 
 def _state(folder: str) -> dict:
-    from ray_gait.training.state import read_state
+    from ray_gait.models.checkpoint import read_state
     return read_state(f"s3://{folder}")
 
 

@@ -34,15 +34,18 @@ def test_cluster_yaml_validates_against_rays_schema(cluster):
     assert any("pip install" in c and "ray_gait" in c for c in prepared["setup_commands"])
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda c: c.update(head_node_typo="head"),
-    lambda c: c.update(head_node_type="nonexistent"),
-    lambda c: c["available_node_types"]["cpu_worker"].pop("resources") and None,
+@pytest.mark.parametrize("mutate, error, message", [
+    (lambda c: c.update(head_node_typo="head"), "ValidationError", "'head_node_typo' was unexpected"),
+    (lambda c: c.update(head_node_type="nonexistent"), "ValueError", "must be one of `available_node_types`"),
+    (lambda c: c["available_node_types"]["cpu_worker"].pop("resources") and None, "ValidationError",
+     "'resources' is a required property"),
 ])
-def test_validation_catches_broken_configs(cluster, mutate):
+def test_validation_catches_broken_configs(cluster, mutate, error, message):
+    from jsonschema.exceptions import ValidationError
     mutate(cluster)
-    with pytest.raises(Exception):
+    with pytest.raises((ValidationError, ValueError)) as caught:
         _validate(cluster)
+    assert type(caught.value).__name__ == error and message in str(caught.value)
 
 
 # Secure by default: token authentication on every node, the dashboard and Jobs API on the head's loopback,

@@ -25,7 +25,7 @@ from ray_gait.evaluation import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# What Ray printed on the console of `ray-gait demo` before (issue 17): none of it may appear without --verbose.
+# What Ray printed on the console of `ray-gait demo` before it was quieted: none of it may appear without --verbose.
 CHATTER = ("TrainingReport", "core_worker.cc", "Progress bars disabled", "Token authentication", "dashboard",
            "Deprecat", "streaming_executor", "Started a local Ray instance", "Connecting to existing Ray cluster",
            "(raylet)", "pid=")
@@ -309,8 +309,9 @@ def test_finished_trials_tick_the_sweep_stage_with_the_best_metric(restore_conso
     import pickle
     from types import SimpleNamespace
     from ray_gait.ray_layer import tune_job
+    from ray_gait.tuning.space import trial_count
     console.configure(stream=io.StringIO())
-    assert tune_job.trial_count(SimpleNamespace(num_samples=2, space={"optimizer_cfg.lr": {"loguniform": [1e-4, 1e-2]},
+    assert trial_count(SimpleNamespace(num_samples=2, space={"optimizer_cfg.lr": {"loguniform": [1e-4, 1e-2]},
                                                                        "sigma": {"grid_search": [4.0, 8.0, 16.0]}})) == 6
     done = pickle.loads(pickle.dumps(tune_job._TrialsDone("val/rank1", "max")))
     progress = console.Stage("tune", total=3, unit="trial")

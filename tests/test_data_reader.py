@@ -18,8 +18,8 @@ from ray_gait.data.reader import SequenceError, SequenceReader
 from ray_gait.heatmap.config import load_heatmap_config
 from ray_gait.io.dataset import read_dataset
 from ray_gait.data.split import model_columns
-from ray_gait.training.config import heatmap_config, load_train_config
-from ray_gait.training.data import BatchMaker
+from ray_gait.config import heatmap_config, load_train_config
+from ray_gait.data.batches import BatchMaker
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "skeletongait"

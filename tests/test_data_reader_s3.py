@@ -20,8 +20,8 @@ def _upload(bucket, local: Path, prefix: str) -> str:
 def test_training_batches_read_from_a_bucket_equal_the_local_ones(synth_maps, s3_bucket):
     from ray_gait.data.index import build_index
     from ray_gait.data.reader import SequenceReader
-    from ray_gait.training.config import load_train_config
-    from ray_gait.training.data import BatchMaker
+    from ray_gait.config import load_train_config
+    from ray_gait.data.batches import BatchMaker
     data, paired = synth_maps
     ids = json.loads((data / "partition.json").read_text())["TRAIN_SET"]
     cfg = load_train_config(str(CONFIGS / "skeletongait++_synth.yaml"), {"trainer_cfg.sampler.batch_size": [4, 2]})

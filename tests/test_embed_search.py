@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from ray_gait.cli import main
 from ray_gait.data.split import dataset_index
@@ -24,11 +23,11 @@ from ray_gait.evaluation.metrics import distances
 from ray_gait.evaluation.search import COLUMNS, array_chunks, search, search_chunks, write_results
 from ray_gait.io import fs
 from ray_gait.io.embeddings import SCHEMA, iter_chunks, prepare_output, read_embeddings, write_part
-from ray_gait.models import build_model, export_opengait_checkpoint
-from ray_gait.training.config import load_train_config
+from ray_gait.config import load_train_config
+
+from synth_eval import CONFIG, random_weights, set_args, synth_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait_synth.yaml"
 
 
 # ---------------------------------------------------------------- search (plain numpy, no Ray)
@@ -197,16 +196,9 @@ def embed_setup(synth_maps, tmp_path_factory):
     of the whole paired data set by `ray-gait embed`."""
     data, paired = synth_maps
     root = tmp_path_factory.mktemp("embed")
-    overrides = {"data_cfg.dataset_root": str(paired), "data_cfg.dataset_partition": str(data / "partition.json"),
-                 "data_cfg.dataset_protocol": str(data / "protocol.json"),
-                 "model_cfg.SeparateBNNecks.class_num": 4, "ray_cfg.num_workers": 1}
-    cfg = load_train_config(str(CONFIG), overrides)
-    torch.manual_seed(0)
-    weights = root / "random.pt"
-    export_opengait_checkpoint(build_model(cfg.model_cfg).state_dict(), str(weights))
-    args = ["--cfgs", str(CONFIG), "--checkpoint", str(weights)]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
+    overrides = synth_overrides(data, paired)
+    weights = random_weights(overrides, root / "random.pt")
+    args = ["--cfgs", str(CONFIG), "--checkpoint", str(weights), *set_args(overrides)]
     out = root / "maps-emb"
     assert main(["embed", *args, "--data", str(paired), "--out", str(out), "--workers", "2"]) == 0
     return {"data": data, "paired": paired, "args": args, "root": root, "out": out, "weights": weights}

@@ -14,26 +14,21 @@ import ray_gait
 from ray_gait.cli import main
 from ray_gait.io.dataset import read_dataset
 from ray_gait.models import build_model, export_opengait_checkpoint
-from ray_gait.training.config import load_train_config
+from ray_gait.config import load_train_config
 from ray_gait.training.optim import build_optimizer, build_scheduler
 from ray_gait.training.state import TrainState, save_state
 
+from synth_eval import CONFIG, random_weights, set_args, synth_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "skeletongait" / "skeletongait_synth.yaml"
 
 
 def test_test_phase_writes_metrics_embeddings_and_plots(synth_maps, tmp_path, capsys):
     data, paired = synth_maps
-    overrides = {"data_cfg.dataset_root": str(paired), "data_cfg.dataset_partition": str(data / "partition.json"),
-                 "data_cfg.dataset_protocol": str(data / "protocol.json"),
-                 "model_cfg.SeparateBNNecks.class_num": 4, "ray_cfg.num_workers": 1}
-    cfg = load_train_config(str(CONFIG), overrides)
-    torch.manual_seed(0)
-    weights = tmp_path / "random.pt"
-    export_opengait_checkpoint(build_model(cfg.model_cfg).state_dict(), str(weights))
-    args = ["test", "--cfgs", str(CONFIG), "--checkpoint", str(weights), "--out", str(tmp_path / "test")]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
+    overrides = synth_overrides(data, paired)
+    weights = random_weights(overrides, tmp_path / "random.pt")
+    args = ["test", "--cfgs", str(CONFIG), "--checkpoint", str(weights), "--out", str(tmp_path / "test"),
+            *set_args(overrides)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "NM: rank1" in printed and "per probe view" in printed
@@ -45,7 +40,7 @@ def test_test_phase_writes_metrics_embeddings_and_plots(synth_maps, tmp_path, ca
     assert saved["embeddings"].shape == (64, 64, 16)      # 4 test ids x 8 types x 2 views
     # the Ray Data actors' embeddings against ray_gait.embed run here on the stored maps (cut to 44 columns
     # and scaled to [0, 1] by hand, as BaseSilCuttingTransform does), sequence by sequence
-    model = build_model(cfg.model_cfg, weights=str(weights), strict=True)
+    model = build_model(load_train_config(str(CONFIG), overrides).model_cfg, weights=str(weights), strict=True)
     position = {tuple(str(saved[k][i]) for k in ("id", "type", "view", "seq")): i for i in range(len(saved["id"]))}
     checked = 0
     for row in read_dataset(str(paired), columns=["id", "type", "view", "seq", "frames", "height", "width",

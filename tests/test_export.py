@@ -20,7 +20,7 @@ from ray_gait.models.export import (
     torchscript_runner,
     verify_export,
 )
-from ray_gait.training.config import load_train_config
+from ray_gait.config import load_train_config
 from ray_gait.training.optim import build_optimizer, build_scheduler
 from ray_gait.training.state import TrainState, save_state
 

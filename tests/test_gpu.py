@@ -14,9 +14,12 @@ import torch
 from torch import nn
 
 from ray_gait.models import build_model
-from ray_gait.training.config import load_train_config
-from ray_gait.training.data import BatchMaker, SequenceSet, input_columns
-from ray_gait.training.loop import autocast_dtype, make_scaler, train_step, with_sync_bn
+from ray_gait.config import load_train_config
+from ray_gait.data.batches import BatchMaker
+from ray_gait.data.sources import SequenceSet
+from ray_gait.models import input_columns
+from ray_gait.models.precision import autocast_dtype
+from ray_gait.training.loop import make_scaler, train_step, with_sync_bn
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer
 

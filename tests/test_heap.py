@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 import ray_gait.evaluation.embed as embed
 from ray_gait.data.split import make_reader, split_index
 from ray_gait.models import build_model
-from ray_gait.training.config import load_train_config
+from ray_gait.config import load_train_config
 if sys.argv[1] == "off":
     embed.release_free_heap = lambda: False
 cfg = load_train_config(sys.argv[2], {"data_cfg.dataset_root": sys.argv[3], "data_cfg.dataset_partition": sys.argv[4],

@@ -1,6 +1,6 @@
 """The compiled renderer (ray_gait.heatmap.fast) against the numpy renderer and OpenGait's outputs.
 
-Criterion (issue 3), as for the other renderers: |difference| <= 1 gray level on at least 99.9 % of
+The criterion, as for the other renderers: |difference| <= 1 gray level on at least 99.9 % of
 pixels, and exact on at least 99.9 %.  Skipped when the extension was not built (no C compiler).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Step 1 matches OpenGait's generator (its own outputs, stored as data) and a scalar reference.
 
-Criterion (issue 3): identical shape and |difference| <= 1 gray level on at least 99.9 % of pixels.
+The criterion: identical shape and |difference| <= 1 gray level on at least 99.9 % of pixels.
 """
 from __future__ import annotations
 

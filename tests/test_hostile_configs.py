@@ -1,4 +1,4 @@
-"""Config files made to exhaust memory (issue 15, item 4): YAML alias bombs, `${...}` reference chains.
+"""Config files made to exhaust memory: YAML alias bombs, `${...}` reference chains.
 
 The hostile loads run in a subprocess limited to 1 GiB of address space, so that a loader that
 expands them fails with MemoryError (or runs past the timeout) instead of taking the machine down;
@@ -26,7 +26,7 @@ CHILD_TIMEOUT_S = 60
 LOADERS = {
     "read_yaml": "from ray_gait.yaml_config import read_yaml as load",
     "heatmap": "from ray_gait.heatmap.config import load_heatmap_config as load",
-    "train": "from ray_gait.training.config import load_train_config as load",
+    "train": "from ray_gait.config import load_train_config as load",
     "search": "from ray_gait.tuning.space import load_search_spec as load",
 }
 

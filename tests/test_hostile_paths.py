@@ -1,5 +1,5 @@
 """Hostile path components and folders: nothing is written outside the output root, listing survives
-symlink loops, and `link` replaces only its own previous output (issue 15, items 2, 3 and 5's link part).
+symlink loops, and `link` replaces only its own previous output.
 
 No Ray: each test calls the plain function the Ray job maps or runs before any Ray work.
 """
@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ray_gait.heatmap.config import load_heatmap_config
-from ray_gait.heatmap.shards import JobSettings, plan_shards, render_shard
+from ray_gait.heatmap.shards import JobSettings, render_shard
+from ray_gait.io.shards import plan_shards
 from ray_gait.ingest.formats import GREW, OPENPOSE_JSON
 from ray_gait.ingest.layout import group_sequences
 from ray_gait.io import fs
@@ -27,7 +28,7 @@ from ray_gait.pose.io import POSE_SCHEMA, pose_row, pose_source
 from ray_gait.ray_layer.evaluate import condition_plot_name, run_evaluation
 from ray_gait.ray_layer.heatmap_job import run_heatmap_job
 from ray_gait.ray_layer.link_job import LINK_KIND, _replace_local, check_output_folder, run_link_job
-from ray_gait.training.config import config_from_tree
+from ray_gait.config import config_from_tree
 from ray_gait.tuning.space import search_spec_from_dict
 from ray_gait.yaml_config import ConfigError
 
@@ -235,7 +236,7 @@ def test_sweep_names_that_are_not_folder_names_are_refused(tree):
 
 
 def test_partition_ids_that_are_not_folder_names_are_refused(tmp_path):
-    from ray_gait.training.data import read_partition
+    from ray_gait.data.partition import read_partition
     path = tmp_path / "partition.json"
     path.write_text(json.dumps({"TRAIN_SET": ["001", "002"], "TEST_SET": ["003"]}))
     assert read_partition(str(path))["TEST_SET"] == ["003"]
@@ -249,8 +250,8 @@ def test_a_missing_or_broken_partition_file_is_named(tmp_path):
     """`ray-gait train` printed `[Errno 2] No such file or directory` (no config key) for a missing partition, and
     json's `Expecting value: line 1 column 1` (no file) for a broken one."""
     from ray_gait.data.split import partition_splits
-    from ray_gait.training.config import load_train_config
-    from ray_gait.training.data import read_partition
+    from ray_gait.config import load_train_config
+    from ray_gait.data.partition import read_partition
     path = tmp_path / "partition.json"
     cfg = load_train_config(str(Path(__file__).resolve().parents[1] / "configs" / "skeletongait" /
                                 "skeletongait_synth.yaml"), {"data_cfg.dataset_partition": str(path)})

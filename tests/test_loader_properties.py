@@ -54,10 +54,32 @@ def _arrays_in(obj) -> list[np.ndarray]:
 @SETTINGS
 @given(st.binary(max_size=512))
 def test_random_bytes_are_refused_or_harmless(data):
+    """Harmless: what random bytes load as is plain data only (arrays of an allowed dtype, numbers, strings,
+    containers of them), never an object of any other class."""
     try:
-        loads_arrays(data)
+        out = loads_arrays(data)
     except ValueError:
-        pass
+        return
+    assert _plain(out), f"{data!r} loaded as {out!r}"
+
+
+PLAIN_SCALARS = (str, bytes, int, float, complex, bool, type(None))
+
+
+def _plain(obj) -> bool:
+    """True for arrays of an allowed dtype, plain scalars, and lists, tuples and dicts made of them."""
+    if isinstance(obj, np.ndarray):
+        return obj.dtype.str[1:] in ALLOWED_DTYPES
+    if isinstance(obj, (list, tuple)):
+        return all(_plain(item) for item in obj)
+    if isinstance(obj, dict):
+        return all(_plain(k) and _plain(v) for k, v in obj.items())
+    return type(obj) in PLAIN_SCALARS
+
+
+def test_the_harmless_check_refuses_other_objects():
+    assert _plain({"a": [np.zeros(2, np.float32), 1, "x", None]})
+    assert not _plain([np.zeros(2, object)]) and not _plain({"f": len}) and not _plain(object())
 
 
 @SETTINGS

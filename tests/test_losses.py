@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from typing import NamedTuple
 
 import pytest
@@ -12,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ray_gait.training.losses import CrossEntropyLoss, LossAggregator, TripletLoss, all_gather_with_grad
+from ports import free_port
 
 
 class FakeOutput(NamedTuple):
@@ -151,12 +151,6 @@ def test_aggregator_rejects_bad_config(cfg: object, message: str) -> None:
         LossAggregator(cfg)  # type: ignore[arg-type]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, emb: torch.Tensor, labels: torch.Tensor, out_dir: str) -> None:
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -180,7 +174,7 @@ def test_ddp_gather_global_triplet(tmp_path) -> None:
     world, n = 2, 8
     emb = torch.randn(n, 4, 3)
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])  # every identity spans both ranks
-    mp.spawn(_ddp_worker, args=(world, _free_port(), emb, labels, str(tmp_path)), nprocs=world, join=True)
+    mp.spawn(_ddp_worker, args=(world, free_port(), emb, labels, str(tmp_path)), nprocs=world, join=True)
     ref_emb = emb.clone().requires_grad_(True)
     ref_loss, ref_info = TripletLoss(margin=0.2)(ref_emb, labels)
     ref_loss.mean().backward()

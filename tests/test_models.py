@@ -426,7 +426,7 @@ def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
 def test_junk_checkpoint_files_are_a_checkpoint_error_naming_the_file(tmp_path: Path, data: bytes) -> None:
     """torch's loader raises KeyError, EOFError, RuntimeError or UnpicklingError on arbitrary bytes: both
     checkpoint readers turn each into CheckpointError (a one-line CLI error) naming the file."""
-    from ray_gait.training.state import STATE_FILE, read_state
+    from ray_gait.models.checkpoint import STATE_FILE, read_state
     (tmp_path / "junk.pt").write_bytes(data)
     with pytest.raises(CheckpointError, match="junk.pt"):
         load_opengait_checkpoint(tmp_path / "junk.pt")
@@ -437,7 +437,7 @@ def test_junk_checkpoint_files_are_a_checkpoint_error_naming_the_file(tmp_path: 
 
 
 def test_a_torch_file_that_is_not_a_ray_gait_state_is_refused(tmp_path: Path) -> None:
-    from ray_gait.training.state import read_state
+    from ray_gait.models.checkpoint import read_state
     for name, obj in (("list.pt", [torch.zeros(1)]), ("no_model.pt", {"iteration": 3}),
                       ("no_iteration.pt", {"model": {"w": torch.zeros(1)}})):
         torch.save(obj, tmp_path / name)

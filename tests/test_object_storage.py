@@ -51,7 +51,7 @@ def _train_two_iterations_into(s3: pafs.S3FileSystem, target: str, overrides: di
     import tempfile
 
     from ray_gait.data.split import make_reader, split_index
-    from ray_gait.training.config import load_config
+    from ray_gait.config import load_config
     from ray_gait.training.worker_loop import LoopContext, train_loop
     tree, cfg = load_config(str(CONFIG), overrides)
     saved = []
@@ -67,7 +67,8 @@ def _train_two_iterations_into(s3: pafs.S3FileSystem, target: str, overrides: di
 
 
 def test_the_pipeline_runs_from_and_into_a_bucket(ray_session, s3_bucket, tmp_path, monkeypatch, capsys):
-    from ray_gait.training.state import read_state, saved_checkpoints
+    from ray_gait.models.checkpoint import read_state
+    from ray_gait.training.state import saved_checkpoints
     s3, bucket = s3_bucket
     local = tmp_path / "local"
     assert main(["synth", "--out", str(local), "--ids", "6", "--train-ids", "4", "--views", "0,90",

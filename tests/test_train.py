@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from ray_gait.cli import main
-from ray_gait.training.config import config_from_tree, load_train_config
-from ray_gait.training.state import read_state, saved_checkpoints
+from ray_gait.config import config_from_tree, load_train_config
+from ray_gait.models.checkpoint import read_state
+from ray_gait.training.state import saved_checkpoints
 from ray_gait.yaml_config import apply_overrides, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def test_loss_decreases_and_with_test_reports_the_rank1_of_the_saved_weights(syn
     # rank 0's test pass at save_iter (with_test) against the saved weights evaluated here, in a fresh model in this
     # process (that the Ray Data evaluation gives the same: test_train_streaming's SkeletonGait++ run)
     from ray_gait.data.split import make_reader, split_index
-    from ray_gait.evaluation.embed import load_eval_weights
+    from ray_gait.models.weights import load_eval_weights
     from ray_gait.models import build_model
     from ray_gait.training.worker_loop import _evaluate
     cfg = config_from_tree(apply_overrides(read_yaml(str(CONFIG)), overrides), str(CONFIG))
@@ -256,7 +257,7 @@ def test_one_ddp_step_applies_the_mean_of_both_ranks_gradients(straight):
     import copy
     from ray_gait.data.split import make_reader, split_index
     from ray_gait.models import build_model
-    from ray_gait.training.data import BatchMaker
+    from ray_gait.data.batches import BatchMaker
     from ray_gait.training.loop import set_train_mode
     from ray_gait.training.losses import LossAggregator
     from ray_gait.training.optim import build_optimizer, build_scheduler

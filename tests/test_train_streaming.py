@@ -10,7 +10,7 @@ import pytest
 
 from ray_gait.io import fs
 from ray_gait.io.dataset import HEATMAP_SCHEMA, MANIFEST, heatmap_row, write_json_atomic, write_parquet_atomic
-from ray_gait.training.config import config_from_tree
+from ray_gait.config import config_from_tree
 from ray_gait.yaml_config import apply_overrides, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

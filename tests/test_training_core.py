@@ -4,19 +4,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ray_gait.models import build_model
-from ray_gait.training.config import load_train_config
-from ray_gait.training.data import BatchMaker, SequenceSet, input_columns, prefetch
-from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step
+from ray_gait.config import load_train_config
+from ray_gait.data.batches import BatchMaker, prefetch
+from ray_gait.data.sources import SequenceSet
+from ray_gait.models import input_columns
+from ray_gait.models.precision import autocast_dtype
+from ray_gait.training.loop import make_scaler, set_train_mode, train_step
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer, build_scheduler
-from ray_gait.training.state import TrainState, read_state, restore_state, save_state
+from ray_gait.training.state import TrainState, restore_state, save_state
+from ray_gait.models.checkpoint import read_state
 from ray_gait.yaml_config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +36,10 @@ def test_every_config_loads_and_builds(path):
     model = build_model(cfg.model_cfg)
     LossAggregator(cfg.loss_cfg)
     build_scheduler(build_optimizer(model, cfg.optimizer_cfg), dict(cfg.scheduler_cfg), cfg.trainer_cfg.total_iter)
-    assert cfg.ray_cfg.num_workers >= 1
+    raw = yaml.safe_load(path.read_text())       # the file's own values reach the typed config unchanged
+    assert cfg.model_cfg["model"] == raw["model_cfg"]["model"] and cfg.optimizer_cfg["lr"] == raw["optimizer_cfg"]["lr"]
+    assert cfg.trainer_cfg.total_iter == raw["trainer_cfg"]["total_iter"]
+    assert list(cfg.trainer_cfg.sampler["batch_size"]) == list(raw["trainer_cfg"]["sampler"]["batch_size"])
 
 
 def test_seed_table_has_the_nine_reference_configs():
@@ -103,13 +113,28 @@ def test_prefetch_yields_every_step_in_order(tmp_path, workers):
     _, maker = _tiny_setup(tmp_path)
     seen = list(prefetch(maker, 2, 9, workers=workers))
     assert [step for step, _, _ in seen] == list(range(2, 9))
-    for step, batch, waited in seen:
+    for step, batch, _ in seen:
         assert torch.equal(batch[0], maker.make(step)[0]) and torch.equal(batch[1], maker.make(step)[1])
-        assert waited >= 0.0
+
+
+def test_prefetch_reports_the_time_the_consumer_waited(tmp_path):
+    """The first batch is waited for (nothing was built ahead); a slow consumer finds the next ones ready."""
+    _, maker = _tiny_setup(tmp_path)
+    real_make = maker.make
+
+    def slow(step):
+        time.sleep(0.2)
+        return real_make(step)
+    maker.make = slow
+    waits = []
+    for _, _, waited in prefetch(maker, 0, 4, workers=1):
+        waits.append(waited)
+        time.sleep(0.5)                           # the step: longer than a batch takes to build
+    assert waits[0] >= 0.15 and all(w < 0.1 for w in waits[2:]), waits
 
 
 def test_input_threads_follow_the_config_on_cpu_and_use_the_reserved_cpus_on_cuda():
-    from ray_gait.training.data import input_threads
+    from ray_gait.data.batches import input_threads
     assert [input_threads(n, "cpu", 8.0) for n in (1, 3)] == [1, 3]
     assert input_threads(1, "cuda", 1.0) == 2, "one thread fed an H200 only 1.5x faster than its step"
     assert input_threads(1, "cuda", 8.0) == 7 and input_threads(12, "cuda", 8.0) == 12
@@ -133,6 +158,10 @@ def test_prefetch_surfaces_errors_and_stops_early(tmp_path):
     batches = prefetch(maker, 0, 1000, workers=2)
     assert next(batches)[0] == 0
     batches.close()                       # a run that ends early leaves no thread building batches
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("batch-prefetch") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("batch-prefetch")]
     with pytest.raises(ValueError, match="num_workers must be >= 1"):
         next(prefetch(maker, 0, 2, workers=0))
     with pytest.raises(ConfigError, match="data_cfg.num_workers"):
@@ -254,12 +283,18 @@ def test_the_embedder_leaves_out_unreadable_sequences_and_keeps_the_others_in_pl
     embedder = SequenceEmbedder(build_model(cfg.model_cfg).eval(), cfg, torch.device("cpu"))
     embedded, unreadable = embedder.embed_readable(Damaged())
     assert unreadable == {4: "4.pkl: corrupt"} and sorted(embedded) == [0, 1, 2, 3, 5, 6, 7, 8]
-    for i, emb in embedded.items():
-        assert np.array_equal(emb, embedder.embed(source, i))
+    from ray_gait.data.batches import model_input
+    from ray_gait.data.transforms import build_transform
+    from ray_gait.models import embed
+    transforms = build_transform(cfg.evaluator_cfg.transform)
+    for i, emb in embedded.items():              # each is the model's embedding of all its frames, in order
+        x = model_input([a[None] for a in source.arrays(i)], transforms, torch.Generator().manual_seed(0))
+        assert np.allclose(emb, embed(embedder.model, x)[0].numpy(), rtol=1e-5, atol=1e-6), i
 
 
 def test_checkpoints_are_listed_from_their_iteration_files_without_loading_them(tmp_path):
-    from ray_gait.training.state import ITERATION_FILE, STATE_FILE, saved_checkpoints
+    from ray_gait.training.state import ITERATION_FILE, saved_checkpoints
+    from ray_gait.models.checkpoint import STATE_FILE
     for name, iteration in (("checkpoint_b", 4), ("checkpoint_a", 2)):
         (tmp_path / "run" / name).mkdir(parents=True)
         (tmp_path / "run" / name / STATE_FILE).write_bytes(b"not a torch file: loading it would fail")
@@ -270,7 +305,7 @@ def test_checkpoints_are_listed_from_their_iteration_files_without_loading_them(
 
 
 def test_config_paths_are_made_absolute_once_where_the_config_is_loaded(tmp_path, monkeypatch):
-    from ray_gait.training.config import config_from_tree, load_config
+    from ray_gait.config import config_from_tree, load_config
     (tmp_path / "cfgs" / "data").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     config = tmp_path / "cfgs" / "run.yaml"

@@ -78,8 +78,16 @@ def test_report_table_best_config_and_plot():
     assert image.ndim == 3 and image.shape[2] == 3 and (image < 250).any()
 
 
+def test_a_trial_row_says_how_the_trial_ended():
+    from ray_gait.tuning.report import trial_row
+    assert trial_row("a", {}, [40.0, 55.0, 50.0], 6, False, 6, "max") == TrialRow("a", {}, 6, 50.0, 55.0, "completed")
+    assert trial_row("b", {}, [40.0, 30.0], 2, False, 6, "min") == TrialRow("b", {}, 2, 30.0, 30.0, "stopped early")
+    assert trial_row("c", {}, [], 0, False, 6, "max").status == "not run"
+    assert trial_row("d", {}, [40.0], 6, True, 6, "max").status == "error"
+
+
 def test_best_trial_prefers_trials_that_ran_to_the_end():
-    from ray_gait.ray_layer.tune_job import best_trial
+    from ray_gait.tuning.report import best_trial
     rows = [TrialRow("a", {}, 2, 90.0, 90.0, "stopped early"), TrialRow("b", {}, 6, 70.0, 75.0, "completed"),
             TrialRow("c", {}, 6, 72.0, 72.0, "completed")]
     assert best_trial(rows, "max").trial_id == "c"
@@ -131,7 +139,7 @@ def test_a_real_sweep_killed_and_rerun_renders_each_sigma_once(ray_session, tune
     the trial's first checkpoint, then rerun, which restores it, renders nothing and finishes the trial (one
     trial: the per-trial values of a grid are the poses sweep's subject, below)."""
     from ray_gait.cli import main
-    from ray_gait.training.config import config_from_tree
+    from ray_gait.config import config_from_tree
     from ray_gait.ray_layer.trainer import check_training_config
     root = tune_data
     space = root / "space.yaml"
@@ -168,7 +176,7 @@ def test_a_real_sweep_killed_and_rerun_renders_each_sigma_once(ray_session, tune
 
 def test_a_validation_metric_needs_a_validation_split(tmp_path):
     from ray_gait.ray_layer.tune_job import run_sweep
-    from ray_gait.training.config import config_from_tree
+    from ray_gait.config import config_from_tree
     from ray_gait.yaml_config import read_yaml
     (tmp_path / "partition.json").write_text(json.dumps({"TRAIN_SET": ["1", "2"], "TEST_SET": ["3"]}))
     tree = dict(read_yaml(str(CONFIG)), data_cfg={"dataset_partition": str(tmp_path / "partition.json")})
@@ -177,7 +185,7 @@ def test_a_validation_metric_needs_a_validation_split(tmp_path):
 
 
 def test_split_ids_holds_out_the_last_training_ids():
-    from ray_gait.training.data import split_ids
+    from ray_gait.data.partition import split_ids
     part = {"TRAIN_SET": ["3", "1", "2", "4"], "TEST_SET": ["9"]}
     assert split_ids(part, 1) == {"TRAIN_SET": ["1", "2", "3"], "VAL_SET": ["4"], "TEST_SET": ["9"]}
     assert split_ids(part)["VAL_SET"] == []
@@ -192,7 +200,7 @@ def test_a_sigma_sweep_from_poses_renders_nothing_to_disk(ray_session, tune_data
     storage (trials, checkpoints, summary, best config) is a bucket of the session's S3 server."""
     import pyarrow.fs as pafs
     from ray_gait.cli import main
-    from ray_gait.training.state import read_state
+    from ray_gait.models.checkpoint import read_state
     s3, bucket = s3_bucket
     root = tune_data
     monkeypatch.chdir(root)

@@ -1,4 +1,4 @@
-"""Non-positive shapes and 0-frame sequences (issue 15, item 5): refused with a reason at every step.
+"""Non-positive shapes and 0-frame sequences: refused with a reason at every step.
 
 Decoders refuse a row whose shape is not positive or whose bytes are not exactly that shape; a
 0-frame sequence is refused at ingest, at step 1 and at step 2, and is left out of the training
@@ -29,9 +29,11 @@ from ray_gait.pairing.load import pair_group
 from ray_gait.pairing.plan import HeatmapEntry, plan_pairs
 from ray_gait.pose.io import (MAX_POSE_FRAMES, POSE_KIND, POSE_SCHEMA, decode_pose, pose_dataset_index,
                               pose_from_object, pose_row)
-from ray_gait.ray_layer import heatmap_job
-from ray_gait.training.config import load_train_config
-from ray_gait.training.data import BatchMaker, SequenceSet, input_columns
+from ray_gait.ray_layer import heatmap_job, sharded_job
+from ray_gait.config import load_train_config
+from ray_gait.data.batches import BatchMaker
+from ray_gait.data.sources import SequenceSet
+from ray_gait.models import input_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "001/nm/000/000.pkl"
@@ -167,9 +169,9 @@ def test_a_sequence_without_frame_files_is_refused_at_ingest(tmp_path, fmt):
 # Step 1 -------------------------------------------------------------------------------------------------------
 
 def _serial_shards(monkeypatch) -> None:
-    """Run step 1's shards one after the other in this process, as a Ray Data actor would run them."""
-    monkeypatch.setattr(heatmap_job, "ensure_ray", lambda **_: None)
-    monkeypatch.setattr(heatmap_job, "map_shards",
+    """Run the shards of step 1 one after the other in this process, as a Ray Data actor would run them."""
+    monkeypatch.setattr(sharded_job, "ensure_ray", lambda **_: None)
+    monkeypatch.setattr(sharded_job, "map_shards",
                         lambda shards, fn, settings, workers=None, gpus=0.0: (fn(s, settings) for s in shards))
 
 

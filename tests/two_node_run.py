@@ -66,7 +66,7 @@ def main(work: Path, bucket: str) -> None:
 
         folders = dict(ray.get([where.remote() for _ in range(8)]))
         from ray_gait.ray_layer.trainer import run_training
-        from ray_gait.training.config import load_config
+        from ray_gait.config import load_config
         tree, cfg = load_config(str(ROOT / "configs" / "skeletongait" / "skeletongait_synth.yaml"), {
             "data_cfg.dataset_root": f"{uri}/maps/synth_sigma_8.0_",
             "data_cfg.dataset_partition": f"{uri}/in/partition.json", "ray_cfg.storage_path": f"{uri}/runs",

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from ray_gait.data.index import SplitIndex, build_index
 from ray_gait.data.reader import SequenceReader
-from ray_gait.training.config import TrainConfig, heatmap_config
-from ray_gait.training.data import input_columns, read_partition, split_ids
+from ray_gait.config import TrainConfig, heatmap_config
+from ray_gait.models import input_columns
+from ray_gait.data.partition import read_partition, split_ids
 
 SPLITS = ("TRAIN_SET", "VAL_SET", "TEST_SET")
 

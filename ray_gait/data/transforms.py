@@ -143,8 +143,8 @@ class BaseSilCuttingTransform(Transform):
         return _divide(x, self.divsor)
 
 
-class RandomHorizontalFlip(Transform):
-    """Mirror a sequence left-right with probability ``prob``.
+class RandomTransform(Transform):
+    """A transform that each sequence (or frame) undergoes with probability ``prob``.
 
     Args:
         prob: probability per sequence.
@@ -152,6 +152,10 @@ class RandomHorizontalFlip(Transform):
 
     def __init__(self, prob: float = 0.5) -> None:
         self.prob = float(prob)
+
+
+class RandomHorizontalFlip(RandomTransform):
+    """Mirror a sequence left-right with probability ``prob`` (per sequence)."""
 
     def __call__(self, x: ArrayLike, generator: torch.Generator | None = None) -> Tensor:
         """Same shape; the chosen sequences flipped along W."""
@@ -182,7 +186,7 @@ def _erase_boxes(
     return in_rows & in_cols
 
 
-class RandomErasing(Transform):
+class RandomErasing(RandomTransform):
     """Zero a random box (area fraction in ``[sl, sh]``, aspect in ``[r1, 1/r1]``) with probability ``prob``.
 
     One box per sequence, on every frame and channel (per frame with ``per_frame``); up to 100
@@ -199,7 +203,7 @@ class RandomErasing(Transform):
     def __init__(
         self, prob: float = 0.5, sl: float = 0.05, sh: float = 0.2, r1: float = 0.3, per_frame: bool = False
     ) -> None:
-        self.prob = float(prob)
+        super().__init__(prob)
         self.sl = float(sl)
         self.sh = float(sh)
         self.r1 = float(r1)
@@ -267,7 +271,7 @@ def _rotation_inverse(angles_deg: Tensor, cx: float, cy: float) -> Tensor:
     return torch.linalg.inv(forward)
 
 
-class RandomRotate(Transform):
+class RandomRotate(RandomTransform):
     """Rotate a sequence by an angle in ``[-degree, degree]`` with probability ``prob``.
 
     As OpenGait, the centre passed to cv2 is ``(H // 2, W // 2)`` as (x, y): for 64 x 44 frames the
@@ -279,7 +283,7 @@ class RandomRotate(Transform):
     """
 
     def __init__(self, prob: float = 0.5, degree: float = 10) -> None:
-        self.prob = float(prob)
+        super().__init__(prob)
         self.degree = float(degree)
 
     def __call__(self, x: ArrayLike, generator: torch.Generator | None = None) -> Tensor:
@@ -306,18 +310,12 @@ def _homographies(src: Tensor, dst: Tensor) -> Tensor:
     return torch.cat([h, torch.ones(n, 1, dtype=h.dtype)], dim=1).view(n, 3, 3)
 
 
-class RandomPerspective(Transform):
+class RandomPerspective(RandomTransform):
     """Stretch a random quadrilateral (corners within ``(W // 44) * 10`` px of the sides) to the frame.
 
     With probability ``prob`` per sequence; OpenGait's corner rule: top-left/bottom-left x in
     ``[0, cut)``, top-right/bottom-right x in ``[W - cut, W)``, y = 0 and H.
-
-    Args:
-        prob: probability per sequence.
     """
-
-    def __init__(self, prob: float = 0.5) -> None:
-        self.prob = float(prob)
 
     def __call__(self, x: ArrayLike, generator: torch.Generator | None = None) -> Tensor:
         """Same shape; the chosen sequences warped (zeros where the source is outside)."""

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ray_gait.evaluation.protocols import get_protocol
-from ray_gait.training.config import TrainConfig
+from ray_gait.config import TrainConfig
 
 
 def protocol_kwargs(cfg: TrainConfig, out_dir: str | None = None) -> dict[str, Any]:

@@ -6,21 +6,20 @@ The one way sequences are embedded: rank 0's evaluation during training, the Ray
 from __future__ import annotations
 
 import contextlib
-import posixpath
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ray_gait.config import TrainConfig
+from ray_gait.data.batches import model_input
 from ray_gait.data.frames import FrameSampling, collate_frames
 from ray_gait.data.reader import SequenceError
-from ray_gait.io import fs
+from ray_gait.data.sources import SequenceSource
 from ray_gait.data.transforms import build_transform
 from ray_gait.heap import release_free_heap
-from ray_gait.training.config import TrainConfig
-from ray_gait.training.data import SequenceSource, model_input
-from ray_gait.training.loop import autocast_dtype
+from ray_gait.models.precision import autocast_dtype
 
 
 TRIM_EVERY = 8
@@ -70,35 +69,3 @@ class SequenceEmbedder:
         return embedded, unreadable
 
 
-def _eval_state(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model state_dict of a ray_gait checkpoint (folder or state.pt) or an OpenGait one, and what it is."""
-    from ray_gait.models import load_opengait_checkpoint
-    from ray_gait.training.state import STATE_FILE, read_state
-    if fs.is_dir(fs.resolve(path)) or posixpath.basename(path) == STATE_FILE:
-        saved = read_state(path)
-        return saved["model"], {"iteration": int(saved["iteration"]), "format": "ray_gait"}
-    return load_opengait_checkpoint(path)["model"], {"iteration": None, "format": "opengait"}
-
-
-def load_eval_weights(model: nn.Module, path: str, strict: bool = True) -> dict[str, Any]:
-    """Load a ray_gait checkpoint (folder or state.pt) or an OpenGait one into `model`; returns info."""
-    from ray_gait.models import load_weights
-    state, info = _eval_state(path)
-    load_weights(model, state, strict=strict, source=path)
-    return info
-
-
-def check_state_fits(model_cfg: Mapping[str, Any], state: Mapping[str, Any], strict: bool, source: str) -> None:
-    """Refuse (CheckpointError naming `source` and the keys) a state_dict that does not fit the configured model,
-    without building its tensors (meta device): what a driver checks before any worker loads it."""
-    from ray_gait.models import build_model, check_weights
-    with torch.device("meta"):
-        model = build_model(dict(model_cfg))
-    check_weights(model, state, strict=strict, source=source)
-
-
-def check_eval_weights(model_cfg: Mapping[str, Any], path: str, strict: bool = True) -> dict[str, Any]:
-    """`check_state_fits` for the weights `load_eval_weights` would load from `path`; returns info."""
-    state, info = _eval_state(path)
-    check_state_fits(model_cfg, state, strict, path)
-    return info

@@ -59,6 +59,23 @@ def distances(
     return out
 
 
+def _matched_probe_sums(chunks: Any, ranks: np.ndarray) -> tuple[np.ndarray, float, float, int]:
+    """Over the probes with a true match (the positives' ranks of each, chunk by chunk): hits at each rank,
+    the sums of average precision and of inverse negative penalty, and how many probes there were."""
+    hits = np.zeros(len(ranks), dtype=np.int64)
+    ap_sum = inp_sum = 0.0
+    valid = 0
+    for pos_ranks in chunks:
+        for r in pos_ranks:
+            if r.size == 0:
+                continue
+            valid += 1
+            hits += r[0] < ranks
+            ap_sum += _average_precision(r)
+            inp_sum += float(r.size / (r[-1] + 1.0))
+    return hits, ap_sum, inp_sum, valid
+
+
 def rank_metrics(
     dist: Any,
     probe_labels: Sequence[Any] | np.ndarray,
@@ -82,17 +99,7 @@ def rank_metrics(
         raise ValueError("give both probe_cams and gallery_cams, or neither")
     if probe_cams is not None:
         cams = _encode_pair(probe_cams, gallery_cams, d.shape, "cams")
-    hits = np.zeros(len(ranks), dtype=np.int64)
-    ap_sum = inp_sum = 0.0
-    valid = 0
-    for pos_ranks in _positive_ranks(d, p_codes, g_codes, cams):
-        for r in pos_ranks:
-            if r.size == 0:
-                continue
-            valid += 1
-            hits += r[0] < ranks
-            ap_sum += _average_precision(r)
-            inp_sum += float(r.size / (r[-1] + 1.0))
+    hits, ap_sum, inp_sum, valid = _matched_probe_sums(_positive_ranks(d, p_codes, g_codes, cams), ranks)
     if valid == 0:
         raise ValueError("no probe identity appears in the gallery")
     logger.debug("rank_metrics: %d of %d probes have a gallery match", valid, d.shape[0])
@@ -120,16 +127,8 @@ def cross_view_accuracy(
     d = _as_distance(dist)
     p_codes, g_codes = _encode_pair(probe_labels, gallery_labels, d.shape, "labels")
     views = _encode_pair(probe_views, gallery_views, d.shape, "views")
-    hits = np.zeros(len(ranks), dtype=np.int64)
-    ap_sum = 0.0
-    valid = 0
-    for pos_ranks in _positive_ranks(d, p_codes, g_codes, views, require_gallery=True):
-        for r in pos_ranks:
-            if r.size == 0:
-                continue
-            valid += 1
-            hits += r[0] < ranks
-            ap_sum += _average_precision(r)
+    hits, ap_sum, _, valid = _matched_probe_sums(_positive_ranks(d, p_codes, g_codes, views, require_gallery=True),
+                                                 ranks)
     out = {f"rank{k}": 100.0 * float(h) / d.shape[0] for k, h in zip(ranks, hits)}
     out["mAP"] = 100.0 * ap_sum / valid if valid else float("nan")
     return out

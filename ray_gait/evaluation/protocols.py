@@ -192,6 +192,31 @@ def evaluate_CCPG(
     return _report(results, view_matrices=matrices)
 
 
+def _of_types(data: _TestSet, types: Iterable[Any]) -> np.ndarray:
+    """Indices of the test set's sequences whose type is one of `types`."""
+    return np.flatnonzero(np.isin(data.types, [str(t) for t in types]))
+
+
+def _condition_view_grids(
+    data: _TestSet, name: str, g_idx: np.ndarray, probes: Mapping[str, np.ndarray], view_list: list[str],
+    ranks: tuple[int, ...], decimals: int | None, exclude: bool,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """The per-condition loop: each condition's probes against the gallery, view pair by view pair; Rank-k the mean
+    over probe views of the mean over gallery views (the probe's own view left out when `exclude`), and the
+    condition's Rank-1 view matrix.  A condition without probes or gallery is left out (`_has_condition`)."""
+    results: dict[str, dict[str, float]] = {}
+    matrices: dict[str, dict[str, Any]] = {}
+    for cond, p_idx in probes.items():
+        if not _has_condition(name, cond, p_idx, g_idx):
+            continue
+        grid = _view_grid(data, p_idx, g_idx, view_list, ranks, decimals=decimals)
+        results[cond] = {f"rank{k}": _mean(off_diagonal_mean(grid[..., i], exclude)) for i, k in enumerate(ranks)}
+        matrices[cond] = _matrix_entry(grid[..., 0], view_list, exclude)
+        logger.info("%s %s: %s; per probe view %s", name, cond, _fmt(results[cond]),
+                    np.round(off_diagonal_mean(grid[..., 0], exclude), 2).tolist())
+    return results, matrices
+
+
 def evaluate_indoor_dataset(
     source: Source, labels: Labels, types: Labels, views: Labels, *,
     dataset: str = "CASIA-B", metric: str = "euc", cross_view_gallery: bool = False,
@@ -216,28 +241,12 @@ def evaluate_indoor_dataset(
     ranks = tuple(range(1, 6)) if dataset == "SUSTech1K" else (1,)
     by_substring = dataset == "SUSTech1K"
     g_idx = np.flatnonzero(_type_mask(data.types, _SINGLE_VIEW_GALLERY[dataset], by_substring))
-    results: dict[str, dict[str, float]] = {}
-    matrices: dict[str, dict[str, Any]] = {}
-    for cond, probe_types in _SINGLE_VIEW_PROBES[dataset].items():
-        p_idx = np.flatnonzero(_type_mask(data.types, probe_types, by_substring))
-        if not _has_condition(dataset, cond, p_idx, g_idx):
-            continue
-        grid = _view_grid(data, p_idx, g_idx, view_list, ranks, decimals=2)
-        results[cond] = {f"rank{k}": _mean(off_diagonal_mean(grid[..., i], True))
-                         for i, k in enumerate(ranks)}
-        matrices[cond] = _matrix_entry(grid[..., 0], view_list, True)
-        logger.info("%s %s: %s; per probe view %s", dataset, cond, _fmt(results[cond]),
-                    np.round(off_diagonal_mean(grid[..., 0], True), 2).tolist())
+    probes = {cond: np.flatnonzero(_type_mask(data.types, probe_types, by_substring))
+              for cond, probe_types in _SINGLE_VIEW_PROBES[dataset].items()}
+    results, matrices = _condition_view_grids(data, dataset, g_idx, probes, view_list, ranks, decimals=2,
+                                              exclude=True)
     overall = dict(results["Overall"]) if "Overall" in results else None
     return _report(results, overall=overall, view_matrices=matrices)
-
-
-def evaluate_SUSTech1K(
-    source: Source, labels: Labels, types: Labels, views: Labels, *,
-    dataset: str = "SUSTech1K", metric: str = "euc",
-) -> dict[str, Any]:
-    """SUSTech-1K: its eight conditions and ``Overall``, Rank-1..5 (``dataset`` is ignored)."""
-    return evaluate_indoor_dataset(source, labels, types, views, dataset="SUSTech1K", metric=metric)
 
 
 def evaluate_real_scene(
@@ -250,8 +259,7 @@ def evaluate_real_scene(
                          f"valid: {sorted(_REAL_SCENE_SPLITS)}")
     data = _test_set(source, labels, types, views, metric)
     gallery_types, probe_types = _REAL_SCENE_SPLITS[dataset]
-    g_idx = np.flatnonzero(np.isin(data.types, gallery_types))
-    p_idx = np.flatnonzero(np.isin(data.types, probe_types))
+    g_idx, p_idx = _of_types(data, gallery_types), _of_types(data, probe_types)
     if p_idx.size == 0 or g_idx.size == 0:
         raise ValueError(f"{dataset}: {p_idx.size} probes (types {probe_types}) and "
                          f"{g_idx.size} gallery items (types {gallery_types}); need both")
@@ -262,12 +270,21 @@ def evaluate_real_scene(
     return _report({dataset: res})
 
 
-def evaluate_GREW(
-    source: Source, labels: Labels, types: Labels, views: Labels, *,
-    dataset: str = "GREW", metric: str = "euc",
-) -> dict[str, Any]:
-    """GREW with labelled probes: gallery type ``01``, probe type ``02``; ``dataset`` is ignored."""
-    return evaluate_real_scene(source, labels, types, views, dataset="GREW", metric=metric)
+def _with_dataset(protocol: Callable[..., dict[str, Any]], fixed: str, name: str, doc: str
+                  ) -> Callable[..., dict[str, Any]]:
+    """`protocol` with its data set fixed, under OpenGait's per-data-set name (a `dataset` argument is ignored)."""
+    def evaluate(source: Source, labels: Labels, types: Labels, views: Labels, *, dataset: str = fixed,
+                 metric: str = "euc") -> dict[str, Any]:
+        return protocol(source, labels, types, views, dataset=fixed, metric=metric)
+    evaluate.__name__ = evaluate.__qualname__ = name
+    evaluate.__doc__ = doc
+    return evaluate
+
+
+evaluate_SUSTech1K = _with_dataset(evaluate_indoor_dataset, "SUSTech1K", "evaluate_SUSTech1K",
+                                   "SUSTech-1K: its eight conditions and ``Overall``, Rank-1..5.")
+evaluate_GREW = _with_dataset(evaluate_real_scene, "GREW", "evaluate_GREW",
+                              "GREW with labelled probes: gallery type ``01``, probe type ``02``.")
 
 
 def GREW_submission(
@@ -281,9 +298,7 @@ def GREW_submission(
     are written as integers, as OpenGait does. Returns empty metrics and ``submission`` = the path.
     """
     data = _test_set(source, labels, types, views, metric)
-    gallery_types, probe_types = _GREW_SUBMISSION_SPLIT
-    g_idx = np.flatnonzero(np.isin(data.types, gallery_types))
-    p_idx = np.flatnonzero(np.isin(data.types, probe_types))
+    g_idx, p_idx = (_of_types(data, t) for t in _GREW_SUBMISSION_SPLIT)
     if p_idx.size == 0 or g_idx.size < num_rank:
         raise ValueError(f"{dataset} submission needs probes (type 03) and >= {num_rank} gallery "
                          f"items (types 01, 02); got {p_idx.size} and {g_idx.size}")
@@ -303,7 +318,7 @@ def evaluate_protocol(
     protocol: Mapping[str, Any] | str | os.PathLike[str], dataset: str = "", metric: str = "euc",
     ranks: Sequence[int] = (1, 5),
 ) -> dict[str, Any]:
-    """A protocol JSON (SPEC 1): per condition, Rank-k averaged over probe views and gallery views.
+    """A protocol JSON (docs/formats.md, "Inputs"): per condition, Rank-k averaged over probe views and gallery views.
 
     ``protocol`` = ``{"gallery": [types], "probes": {COND: [types]}, "views": [...],
     "exclude_identical_view": true}`` or its path. ``rank{k}`` of a condition = mean over probe
@@ -314,19 +329,10 @@ def evaluate_protocol(
     data = _test_set(source, labels, types, views, metric)
     view_list = [str(v) for v in spec.get("views") or sorted(set(data.views.tolist()))]
     exclude = bool(spec.get("exclude_identical_view", True))
-    g_idx = np.flatnonzero(np.isin(data.types, [str(t) for t in spec["gallery"]]))
-    name = dataset or "protocol"
-    results: dict[str, dict[str, float]] = {}
-    matrices: dict[str, dict[str, Any]] = {}
-    for cond, probe_types in spec["probes"].items():
-        p_idx = np.flatnonzero(np.isin(data.types, [str(t) for t in probe_types]))
-        if not _has_condition(name, cond, p_idx, g_idx):
-            continue
-        grid = _view_grid(data, p_idx, g_idx, view_list, tuple(ranks), decimals=None)
-        results[cond] = {f"rank{k}": _mean(off_diagonal_mean(grid[..., i], exclude))
-                         for i, k in enumerate(ranks)}
-        matrices[cond] = _matrix_entry(grid[..., 0], view_list, exclude)
-        logger.info("%s %s: %s", name, cond, _fmt(results[cond]))
+    g_idx = _of_types(data, spec["gallery"])
+    probes = {cond: _of_types(data, probe_types) for cond, probe_types in spec["probes"].items()}
+    results, matrices = _condition_view_grids(data, dataset or "protocol", g_idx, probes, view_list, tuple(ranks),
+                                              decimals=None, exclude=exclude)
     return _report(results, view_matrices=matrices)
 
 
@@ -473,7 +479,7 @@ def _load_name_set(names: Iterable[str] | str | os.PathLike[str] | None, key: st
 
 
 def _load_protocol(protocol: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
-    """A protocol dict (SPEC 1), given directly or as a JSON path, checked for its keys."""
+    """A protocol dict (docs/formats.md, "Inputs"), given directly or as a JSON path, checked for its keys."""
     if isinstance(protocol, (str, os.PathLike)):
         protocol = read_json(fs.resolve(os.fspath(protocol)))
     if not isinstance(protocol, Mapping):

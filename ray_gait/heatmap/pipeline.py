@@ -1,6 +1,6 @@
 """Step 1 for one sequence: pose (T, V, 3) -> skeleton maps (T, 2, S, S) uint8 (limbs, joints).
 
-Defined behaviour for degenerate input (SPEC 2 and the issue):
+Defined behaviour for degenerate input:
 - T = 0, fewer than 17 joints (or other than 18 with `transfer_to_coco17`), a last axis other than 3,
   a non-numeric dtype, NaN or inf: `ValueError` with the reason (the job records it in errors.jsonl).
 - more than 17 joints without `transfer_to_coco17` (e.g. COCO-18 or BODY-25 with `pose_format:
@@ -82,7 +82,7 @@ def _ops(backend: str, device: Any, precision: str) -> ArrayOps:
 
 def render_heatmaps(pose: np.ndarray, config: HeatmapConfig | None = None, backend: str = "auto",
                     device: Any = None, precision: str = "float32") -> np.ndarray:
-    """One sequence (T, V, 3) -> uint8 (T, 2, S, S), channel 0 limbs, channel 1 joints (SPEC 3b).
+    """One sequence (T, V, 3) -> uint8 (T, 2, S, S), channel 0 limbs, channel 1 joints.
 
     Backends: `c` the compiled kernel (ray_gait/heatmap/_kernel.c, built at install when a C
     compiler is there), `numpy` and `torch` (CPU or CUDA `device`) the vectorized renderer, in

@@ -1,17 +1,13 @@
 """Step 1 in shards: plan, render one shard of pose files, write it atomically, describe it.
 
-Plain Python (no Ray): the Ray Data job maps `render_shard` over the planned shards.  A shard is
-finished when its record `_shards/<name>.json` exists; the record is written last, after the
-Parquet part and any pkl files, so a killed run leaves no finished-looking half shard.
+Plain Python (no Ray): the Ray Data job maps `render_shard` over the planned shards
+(`ray_gait.io.shards`: a shard is finished when its record exists, and the record is written last).
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -20,14 +16,13 @@ from ray_gait.heatmap import fast
 from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
 from ray_gait.heatmap.pipeline import render_heatmaps, render_heatmaps_batch, validate_pose
 from ray_gait.io import fs
-from ray_gait.io.dataset import HEATMAP_SCHEMA, heatmap_row, read_json, write_json_atomic, write_parquet_atomic
+from ray_gait.io.dataset import HEATMAP_SCHEMA, heatmap_row
 from ray_gait.io.safe_pickle import loads_arrays
+from ray_gait.io.shards import PKL_DIR, ShardRecord, finish_shard, read_shard_record, write_pickle
 from ray_gait.pose.io import decode_pose, pose_from_object, read_pose_rows, sequence_key
 
 log = logging.getLogger(__name__)
 
-SHARD_DIR = "_shards"
-PKL_DIR = "pkl"
 FORMATS = ("parquet", "pkl", "both")
 KEY_PARTS = ("id", "type", "view", "seq")
 
@@ -48,43 +43,16 @@ class JobSettings:
 
 
 @dataclass
-class ShardRecord:
-    """What a finished shard wrote; stored as `_shards/<name>.json`."""
+class MapsShardRecord(ShardRecord):
+    """What a finished heatmap shard wrote; stored as `_shards/<name>.json`."""
 
-    name: str
-    sources: list[str]
-    rows: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-    parquet: str | None = None
-    errors: list[dict[str, str]] = field(default_factory=list)
     renderer: str = ""              # the backend that drew the maps: c, numpy or torch
     kernel: str = ""                # where the compiled kernel came from on the worker, or why there was none
 
 
-def plan_shards(sources: list[str], shard_size: int) -> list[dict[str, Any]]:
-    """Split sorted sources into shards named by index and content (`part-00003-<hash>`)."""
-    if shard_size < 1:
-        raise ValueError(f"shard size must be >= 1, got {shard_size}")
-    shards = []
-    for index, first in enumerate(range(0, len(sources), shard_size)):
-        chunk = sources[first:first + shard_size]
-        digest = hashlib.sha1("\n".join(chunk).encode("utf-8")).hexdigest()[:10]
-        shards.append({"name": f"part-{index:05d}-{digest}", "sources": chunk})
-    return shards
-
-
-def shard_record_location(out_root: str, name: str) -> fs.Location:
-    """Where the record of a shard lives."""
-    return fs.resolve(out_root).join(SHARD_DIR, f"{name}.json")
-
-
-def load_shard_record(out_root: str, name: str) -> ShardRecord | None:
-    """The record of a finished shard, or None."""
-    loc = shard_record_location(out_root, name)
-    if not fs.exists(loc):
-        return None
-    return ShardRecord(**read_json(loc))
+def load_shard_record(out_root: str, name: str) -> MapsShardRecord | None:
+    """The record of a finished heatmap shard, or None."""
+    return read_shard_record(out_root, name, MapsShardRecord)
 
 
 def _dataset_rows(settings: JobSettings, shard: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +135,7 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
     started = time.perf_counter()
     config = heatmap_config_from_dict(settings.config)
     out = fs.resolve(settings.out_root)
-    record = ShardRecord(name=shard["name"], sources=list(shard["sources"]), renderer=shard_renderer(settings.backend),
+    record = MapsShardRecord(name=shard["name"], sources=list(shard["sources"]), renderer=shard_renderer(settings.backend),
                          kernel=fast.kernel_origin())
     rows = []
     dataset_rows = _dataset_rows(settings, shard)
@@ -182,30 +150,11 @@ def render_shard(shard: dict[str, Any], settings: JobSettings) -> dict[str, Any]
             record.errors.append({"source": source, "reason": str(heatmap)})
             continue
         if settings.write_pkl:
-            target = out.join(PKL_DIR, key["id"], key["type"], key["view"], f"{key['seq']}.pkl")
-            buffer = io.BytesIO()
-            pickle.dump(heatmap, buffer, protocol=4)
-            fs.write_bytes_atomic(target, buffer.getvalue())
+            write_pickle(out.join(PKL_DIR, key["id"], key["type"], key["view"], f"{key['seq']}.pkl"), heatmap)
         rows.append(heatmap_row(key, heatmap))
         record.frames += int(heatmap.shape[0])
     position = {source: index for index, source in enumerate(record.sources)}
     record.errors.sort(key=lambda err: position[err["source"]])
-    record.rows = len(rows)
-    if settings.write_parquet and rows:
-        record.parquet = f"{record.name}.parquet"
-        write_parquet_atomic(out.join(record.parquet), rows, HEATMAP_SCHEMA)
-    record.seconds = time.perf_counter() - started
-    write_json_atomic(shard_record_location(settings.out_root, record.name), asdict(record))
-    return asdict(record)
+    return finish_shard(settings.out_root, record, rows, HEATMAP_SCHEMA, settings.write_parquet, started)
 
 
-def remove_stale_shards(out: fs.Location, planned: set[str]) -> None:
-    """Delete parts and records of shards that are not in the current plan (the inputs changed)."""
-    for rel in fs.list_files(out, depth=1, pattern="part-*.parquet"):
-        if rel[:-len(".parquet")] not in planned:
-            out.fs.delete_file(out.join(rel).path)
-    shard_dir = out.join(SHARD_DIR)
-    if fs.exists(shard_dir):
-        for rel in fs.list_files(shard_dir, depth=1, pattern="part-*.json"):
-            if rel[:-len(".json")] not in planned:
-                out.fs.delete_file(shard_dir.join(rel).path)

@@ -1,7 +1,7 @@
 """Step 0 in shards: build the pose sequences of a shard, write their pkl files, Parquet part and record.
 
-Plain Python (no Ray): the Ray Data job maps `ingest_shard` over the planned shards.  As in step 1,
-a shard is finished when its record `_shards/<name>.json` exists, and the record is written last.
+Plain Python (no Ray): the Ray Data job maps `ingest_shard` over the planned shards (`ray_gait.io.shards`:
+a shard is finished when its record `_shards/<name>.json` exists, and the record is written last).
 
 A bad frame file (unparsable, wrong joint count, NaN) is reported in errors.jsonl and kept as a
 frame with nobody, so that frame counts still match the silhouettes; a sequence with nobody in any
@@ -9,9 +9,7 @@ frame (or fewer than `min_frames`) is reported and left out.
 """
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import posixpath
 import time
 from collections import Counter
@@ -20,13 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ray_gait.heatmap.shards import PKL_DIR, ShardRecord, plan_shards, shard_record_location
 from ray_gait.ingest.formats import (PKL, SELECTION_INDEX, FrameError, frame_key, load_selection_index,
                                      load_sequence_pkl, parse_frame)
 from ray_gait.ingest.layout import RawSequence, check_key
 from ray_gait.ingest.tracking import TrackingConfig, select_track
 from ray_gait.io import fs
-from ray_gait.io.dataset import read_json, write_json_atomic, write_parquet_atomic
+from ray_gait.io.shards import PKL_DIR, ShardRecord, finish_shard, plan_shards, read_shard_record, write_pickle
 from ray_gait.pose.io import POSE_SCHEMA, pose_row
 from ray_gait.yaml_config import apply_overrides, build_dataclass, config_hash
 
@@ -105,10 +102,7 @@ def plan_ingest_shards(sequences: list[RawSequence], shard_size: int) -> list[di
 
 def load_ingest_record(out_root: str, name: str) -> IngestRecord | None:
     """The record of a finished ingest shard, or None."""
-    loc = shard_record_location(out_root, name)
-    if not fs.exists(loc):
-        return None
-    return IngestRecord(**read_json(loc))
+    return read_shard_record(out_root, name, IngestRecord)
 
 
 def _error(source: str, seq: RawSequence, reason: Any) -> dict[str, str]:
@@ -216,9 +210,7 @@ def ingest_shard(shard: dict[str, Any], settings: IngestSettings) -> dict[str, A
         key = {"id": seq.id, "type": seq.type, "view": seq.view, "seq": seq.seq, "source": seq.source}
         if settings.write_pkl:
             rel = f"{seq.key}.pkl"
-            buffer = io.BytesIO()
-            pickle.dump(built.pose, buffer, protocol=4)
-            fs.write_bytes_atomic(out.join(PKL_DIR, rel), buffer.getvalue())
+            write_pickle(out.join(PKL_DIR, rel), built.pose)
             record.written.append(rel)
         rows.append(pose_row(key, built.pose))
         record.frames += int(built.pose.shape[0])
@@ -226,12 +218,7 @@ def ingest_shard(shard: dict[str, Any], settings: IngestSettings) -> dict[str, A
         record.multi_person_frames += built.multi_person_frames
         record.index_frames += built.index_frames
         joints[str(built.pose.shape[1])] += 1
-    record.rows = len(rows)
     record.joints = dict(joints)
-    if settings.write_parquet and rows:
-        record.parquet = f"{record.name}.parquet"
-        write_parquet_atomic(out.join(record.parquet), rows, POSE_SCHEMA)
-    record.seconds = time.perf_counter() - started
-    write_json_atomic(shard_record_location(settings.out_root, record.name), asdict(record))
+    finish_shard(settings.out_root, record, rows, POSE_SCHEMA, settings.write_parquet, started)
     return {"name": record.name, "rows": record.rows, "frames": record.frames, "errors": len(record.errors)}
 

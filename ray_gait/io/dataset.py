@@ -1,4 +1,4 @@
-"""The heatmap data set on disk (SPEC 4): Parquet parts, `_manifest.json`, `errors.jsonl`.
+"""The heatmap data set on disk (docs/formats.md): Parquet parts, `_manifest.json`, `errors.jsonl`.
 
 One row per sequence.  Parts are written whole under a temporary name and renamed into place
 (or uploaded in one piece on object stores), so a reader never sees a partial file.
@@ -130,7 +130,7 @@ def parquet_files(root: str) -> list[str]:
 
 
 def read_dataset(path: str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Iterate over a data set (SPEC 4) as dicts; `heatmap` (and `silhouette`) decoded to numpy arrays."""
+    """Iterate over a data set (docs/formats.md) as dicts; `heatmap` (and `silhouette`) decoded to numpy arrays."""
     loc = fs.resolve(path)
     if not fs.is_dir(loc):
         raise FileNotFoundError(f"{path} is not a ray_gait data set folder")

@@ -1,4 +1,4 @@
-"""Embeddings on disk (SPEC 3c): Parquet parts, one row per sequence, plus `_manifest.json`.
+"""Embeddings on disk (docs/formats.md): Parquet parts, one row per sequence, plus `_manifest.json`.
 
 Columns: `id`, `type`, `view`, `seq` (strings), `embedding` (float32 bytes, C-order `(dim, parts)`),
 `dim`, `parts` (int32).  `ray-gait embed` writes one part per shard of sequences (`part-NNNNNN.parquet`,

@@ -41,8 +41,10 @@ __all__ = [
     "check_weights",
     "embed",
     "export_opengait_checkpoint",
+    "input_columns",
     "load_opengait_checkpoint",
     "load_weights",
+    "needs_silhouettes",
 ]
 
 MODELS: dict[str, type[GaitModel]] = {"DeepGaitV2": DeepGaitV2, "SkeletonGaitPP": SkeletonGaitPP}
@@ -64,6 +66,25 @@ def build_model(
     if weights is not None:
         load_weights(model, weights, strict=strict)
     return model
+
+
+def input_columns(model_name: str, data_in_use: Sequence[bool] | None) -> tuple[str, ...]:
+    """The data set columns a model reads (its class's ``inputs``), checked against ``data_in_use`` =
+    [heatmap, silhouette] (OpenGait's order)."""
+    if model_name not in MODELS:
+        raise ValueError(f"model_cfg.model {model_name!r} is not one of {sorted(MODELS)}")
+    wanted = MODELS[model_name].inputs
+    if data_in_use is not None:
+        chosen = tuple(name for name, use in zip(("heatmap", "silhouette"), data_in_use) if use)
+        if chosen != wanted:
+            raise ValueError(f"data_cfg.data_in_use {list(data_in_use)} selects {list(chosen)}, but "
+                             f"{model_name} needs {list(wanted)}")
+    return wanted
+
+
+def needs_silhouettes(model_name: str, data_in_use: Sequence[bool] | None) -> bool:
+    """Whether the model reads the silhouette column (SkeletonGait++), i.e. its data set must be paired."""
+    return "silhouette" in input_columns(model_name, data_in_use)
 
 
 def embed(

@@ -188,3 +188,20 @@ def export_opengait_checkpoint(
     if loc.is_local:
         os.chmod(loc.path, 0o644)
     return loc.uri
+
+
+STATE_FILE = "state.pt"
+"""The file of a ray_gait checkpoint folder that holds its state (model, optimizer, scheduler, iteration, config)."""
+
+
+def read_state(folder_or_file: str) -> dict[str, Any]:
+    """Load a saved state, from a folder or its state.pt, a path or a URI (weights only: tensors and plain data)."""
+    loc = fs.resolve(folder_or_file)
+    if fs.is_dir(loc):
+        loc = loc.join(STATE_FILE)
+    if not fs.exists(loc):
+        raise FileNotFoundError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
+    saved = read_weights_file(loc.uri)
+    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict) and "iteration" in saved):
+        raise CheckpointError(f"{loc.uri}: not a ray_gait checkpoint (expected a dict with 'model' and 'iteration')")
+    return saved

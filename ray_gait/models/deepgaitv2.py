@@ -46,6 +46,7 @@ class GaitModel(nn.Module):
     FCs: SeparateFCs
     BNNecks: SeparateBNNecks
     use_emb2: bool
+    inputs: tuple[str, ...] = ("heatmap",)  # the data set columns the model reads, in its channel order
 
     def _build_head(self, in_channels: int, embed_dim: int, class_num: int) -> None:
         """Create the pooling and part heads (``TP`` and ``HPP`` hold no weights)."""

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ray_gait.io import fs
-
-from . import build_model
+from ray_gait.models import build_model
+from ray_gait.models.weights import load_eval_weights
 
 __all__ = [
     "FORMATS",
@@ -88,7 +88,6 @@ def check_format(fmt: str) -> str:
 
 def load_embedder(model_cfg: Mapping[str, Any], checkpoint: str) -> Embedder:
     """``model_cfg``'s model, weights from ``checkpoint`` (ray_gait folder/state.pt or OpenGait file), eval, CPU."""
-    from ray_gait.evaluation.embed import load_eval_weights
     model = build_model(model_cfg)
     load_eval_weights(model, checkpoint, strict=True)
     return Embedder(model).eval()

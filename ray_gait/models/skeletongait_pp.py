@@ -68,6 +68,8 @@ class SkeletonGaitPP(GaitModel):
         in_channels: must be 3 (OpenGait reads the key but hard-codes 2 heatmaps + 1 silhouette).
     """
 
+    inputs = ("heatmap", "silhouette")
+
     def __init__(
         self,
         *,

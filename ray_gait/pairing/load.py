@@ -42,7 +42,7 @@ def heatmap_rows(heatmap_root: str, part: str) -> list[dict[str, Any]]:
 
 
 def paired_row(base: dict[str, Any], heatmap: np.ndarray, sil: np.ndarray) -> dict[str, Any]:
-    """The SPEC 4 row of a pair, or ValueError when the frame counts differ."""
+    """The paired data set's row of a pair (docs/formats.md), or ValueError when the frame counts differ."""
     if heatmap.shape[0] != sil.shape[0]:
         raise ValueError(f"frame count differs (heatmap {heatmap.shape[0]}, silhouette {sil.shape[0]})")
     check_nonempty(heatmap, f"heatmap of {base.get('source')}")

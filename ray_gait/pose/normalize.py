@@ -1,7 +1,7 @@
 """Pose preprocessing before rendering: fill missing joints, centre on the hips, scale the height.
 
 A coordinate of exactly 0 means "missing" (the pose files' convention).  By default the reference
-generator's behaviour is reproduced exactly, quirks included (see SPEC 2); `fix_quirks=True`
+generator's behaviour is reproduced exactly, quirks included; `fix_quirks=True`
 always fills what can be filled and keeps missing joints out of the centring and scaling.
 """
 from __future__ import annotations

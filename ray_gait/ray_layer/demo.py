@@ -10,7 +10,7 @@ from typing import Any
 
 from ray_gait.ray_layer.pipeline import PipelineInputs, run_pipeline
 from ray_gait.synth import SynthConfig
-from ray_gait.training.config import CONFIG_DIR
+from ray_gait.config import CONFIG_DIR
 
 DEMO_CONFIG = os.path.join(CONFIG_DIR, "skeletongait", "skeletongait++_synth.yaml")
 DEMO_IDS = 40

@@ -1,4 +1,4 @@
-"""`ray-gait embed` on Ray Data: every sequence of a data set -> an embeddings data set (SPEC 3c), streaming.
+"""`ray-gait embed` on Ray Data: every sequence of a data set -> an embeddings data set (docs/formats.md), streaming.
 
 The driver indexes the data set (keys and file positions only) and plans shards of consecutive
 sequences; Ray Data actors (CPU, or one GPU each with `ray_cfg.use_gpu`) load the model once, embed
@@ -27,7 +27,7 @@ from ray_gait.io.dataset import MANIFEST, write_json_atomic
 from ray_gait.io.embeddings import KIND, prepare_output
 from ray_gait.ray_layer.evaluate import Embedder, find_checkpoint
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.training.config import TrainConfig
+from ray_gait.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Evaluation on Ray: embeddings of the test split by Ray Data actors, then the configured protocol.
 
 Writes `DIR/embeddings.npz` (embeddings with id, type, view, seq, so metrics can be recomputed
-without the model), `DIR/metrics.json` (SPEC 5) and PNG plots: Rank-1 per probe view x gallery view
+without the model), `DIR/metrics.json` (docs/formats.md) and PNG plots: Rank-1 per probe view x gallery view
 and the CMC curves.
 """
 from __future__ import annotations
@@ -22,14 +22,15 @@ from ray_gait.console import track
 from ray_gait.data.index import SplitIndex
 from ray_gait.data.split import make_reader, split_index
 from ray_gait.evaluation.config_protocol import evaluate_embeddings, protocol_kwargs
-from ray_gait.evaluation.embed import SequenceEmbedder, check_eval_weights, load_eval_weights
+from ray_gait.evaluation.embed import SequenceEmbedder
+from ray_gait.models.weights import check_eval_weights, load_eval_weights
 from ray_gait.evaluation.metrics import distances, first_positive_rank
 from ray_gait.evaluation.plots import cmc_figure, view_matrix_figure, write_figure
 from ray_gait.io import fs
 from ray_gait.io.dataset import read_json, write_json_atomic
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.training.config import TrainConfig
+from ray_gait.config import TrainConfig
 from ray_gait.training.state import saved_checkpoints
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Step 1 on Ray Data: pose files -> skeleton maps -> the Parquet data set of SPEC 4.
+"""Step 1 on Ray Data: pose files -> skeleton maps -> the Parquet data set (docs/formats.md).
 
 The driver lists the pose files and plans shards; Ray Data maps `render_shard` over the shards
 still to do (each writes its own Parquet part atomically and then its record); the driver follows
@@ -7,7 +7,6 @@ finished shards, so a killed job resumes where it stopped and never duplicates a
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,17 +14,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ray_gait.console import stage, warn_rejected
 from ray_gait.heatmap.config import HeatmapConfig
 from ray_gait.heatmap.preview import preview_sheet, write_png
-from ray_gait.heatmap.shards import (FORMATS, PKL_DIR, JobSettings, load_shard_record, plan_shards,
-                                     remove_stale_shards, render_shard)
+from ray_gait.heatmap.shards import FORMATS, JobSettings, load_shard_record, render_shard
 from ray_gait.io import fs
 from ray_gait.io.safe_pickle import loads_arrays
-from ray_gait.io.dataset import ERRORS, MANIFEST, read_dataset, read_json, write_json_atomic
+from ray_gait.io.dataset import MANIFEST, read_dataset, read_json, write_json_atomic
+from ray_gait.io.shards import PKL_DIR, plan_shards, prepare_output
 from ray_gait.pose.io import is_pose_dataset, list_pose_files, pose_dataset_index
-from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.ray_layer.shard_map import map_shards
+from ray_gait.ray_layer.sharded_job import RayWork, report_errors, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +68,6 @@ def _check_same_config(out: fs.Location, config: HeatmapConfig, fmt: str) -> Non
     write_json_atomic(loc, wanted)
 
 
-
-
 def _first_sequences(out: fs.Location, from_parquet: bool) -> Iterator[tuple[str, np.ndarray]]:
     if from_parquet:
         for row in read_dataset(out.uri):
@@ -106,13 +101,8 @@ def _renderers(finished: list[Any], backend: str) -> dict[str, int]:
     return counts
 
 
-def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, config: HeatmapConfig,
-                    ext_name: str = "", fmt: str = "parquet", shard_size: int = 16, workers: int | None = None,
-                    backend: str = "auto", device: str = "cpu") -> HeatmapSummary:
-    """Render every pose file below `pose_data_path` into `save_root/<NAME>_sigma_<s>_<E>/`.
-
-    `device="cuda"` renders each shard in one batch with the torch backend on a GPU per worker.
-    """
+def _checked_backend(fmt: str, device: str, backend: str) -> str:
+    """The renderer backend of the flags (torch on CUDA); ValueError naming a bad flag."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
     if device not in ("cpu", "cuda"):
@@ -120,58 +110,57 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     if device == "cuda":
         if backend not in ("auto", "torch"):
             raise ValueError(f"--device cuda renders with the torch backend, not --backend {backend}")
-        backend = "torch"
-    started = time.perf_counter()
-    name = fs.safe_component(output_name(dataset_name, config, ext_name), "output folder (--dataset_name, --ext_name)")
-    out = fs.resolve(save_root).join(name)
-    from_dataset = is_pose_dataset(pose_data_path)
-    refused: list[dict[str, str]] = []
-    index = pose_dataset_index(pose_data_path, dataset_name, refused) if from_dataset else {}
-    sources = sorted(index) if from_dataset else list_pose_files(pose_data_path, dataset_name)
+        return "torch"
+    return backend
+
+
+def _sources(pose_data_path: str, dataset_name: str, index: dict[str, Any] | None,
+             refused: list[dict[str, str]]) -> list[str]:
+    """The sequences to render: a pose data set's (`index`) or the pose files below the path; ValueError if none."""
+    sources = sorted(index) if index is not None else list_pose_files(pose_data_path, dataset_name)
     if not sources and refused:
         raise ValueError(f"every sequence of {pose_data_path} was refused, e.g. {refused[0]['source']}: "
                          f"{refused[0]['reason']}")
     if not sources:
         raise ValueError(f"no pose files found below {pose_data_path} (expected <id>/<type>/<view>/<seq>.pkl "
                          "or a pose data set written by `ray-gait ingest`)")
-    fs.makedirs(out)
-    _check_same_config(out, config, fmt)
-    removed = fs.remove_temporaries(out)
-    if removed:
-        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    return sources
+
+
+def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, config: HeatmapConfig,
+                    ext_name: str = "", fmt: str = "parquet", shard_size: int = 16, workers: int | None = None,
+                    backend: str = "auto", device: str = "cpu") -> HeatmapSummary:
+    """Render every pose file below `pose_data_path` into `save_root/<NAME>_sigma_<s>_<E>/`.
+
+    `device="cuda"` renders each shard in one batch with the torch backend on a GPU per worker.
+    """
+    backend = _checked_backend(fmt, device, backend)
+    started = time.perf_counter()
+    name = fs.safe_component(output_name(dataset_name, config, ext_name), "output folder (--dataset_name, --ext_name)")
+    out = fs.resolve(save_root).join(name)
+    from_dataset = is_pose_dataset(pose_data_path)
+    refused: list[dict[str, str]] = []
+    index = pose_dataset_index(pose_data_path, dataset_name, refused) if from_dataset else {}
+    sources = _sources(pose_data_path, dataset_name, index if from_dataset else None, refused)
+    prepare_output(out, lambda folder: _check_same_config(folder, config, fmt))
     shards = plan_shards(sources, shard_size)
     if from_dataset:
         for shard in shards:
             shard["pose_parts"] = [index[source][0] for source in shard["sources"]]
             shard["pose_rows"] = [index[source][1] for source in shard["sources"]]
-    remove_stale_shards(out, {s["name"] for s in shards})
-    records = {s["name"]: load_shard_record(out.uri, s["name"]) for s in shards}
-    todo = [s for s in shards if records[s["name"]] is None]
-    log.info("%d pose files in %d shards; %d shard(s) already done, %d to render -> %s",
-             len(sources), len(shards), len(shards) - len(todo), len(todo), out.uri)
     settings = JobSettings(pose_root=fs.resolve(pose_data_path).uri, out_root=out.uri, dataset_name=dataset_name,
                            config=config.to_dict(), write_parquet=fmt in ("parquet", "both"),
                            write_pkl=fmt in ("pkl", "both"), backend=backend, pose_dataset=from_dataset,
                            device=device)
-    new_frames = 0
-    if todo:
-        gpus = 1.0 if device == "cuda" else 0.0
-        ensure_ray(shared={"--pose_data_path": pose_data_path, "--save_root": out.uri},
-                   resources={"CPU": 1, "GPU": gpus}, what=f"ray-gait heatmap --device {device}")
-        sizes = {shard["name"]: len(shard["sources"]) for shard in todo}
-        with stage("heatmap", total=sum(sizes.values()), unit="seq") as progress:
-            for row in map_shards(todo, render_shard, settings, workers, gpus):
-                records[row["name"]] = load_shard_record(out.uri, row["name"])
-                new_frames += int(row["frames"])
-                progress.update(sizes[row["name"]], frames=new_frames)
-    missing = [name for name, rec in records.items() if rec is None]
-    if missing:
-        raise RuntimeError(f"{len(missing)} shard(s) did not finish, e.g. {missing[0]}; run the command again")
-    finished = [records[s["name"]] for s in shards]
+    gpus = 1.0 if device == "cuda" else 0.0
+    work = RayWork(shared={"--pose_data_path": pose_data_path, "--save_root": out.uri},
+                   resources={"CPU": 1, "GPU": gpus}, what=f"ray-gait heatmap --device {device}", workers=workers,
+                   gpus=gpus)
+    run = run_shards("heatmap", out, shards, load_shard_record, render_shard, settings, work, counted="frames",
+                     shown="frames", describe=f"{len(sources)} pose files")
+    finished = run.records
     errors = refused + [err for rec in finished for err in rec.errors]
-    fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
-                                                    for err in errors).encode("utf-8"))
-    warn_rejected(errors, out.join(ERRORS).uri)
+    report_errors(out, errors)
     renderers = _renderers(finished, backend)
     manifest: dict[str, Any] = {
         "config": config.to_dict(), "config_hash": config.hash(), "dataset_name": dataset_name,
@@ -185,5 +174,5 @@ def run_heatmap_job(pose_data_path: str, save_root: str, dataset_name: str, conf
     if manifest["sequences"]:
         _write_previews(out, settings.write_parquet)
     return HeatmapSummary(output=out.uri, sequences=manifest["sequences"], frames=manifest["frames"],
-                          rendered_frames=new_frames, errors=len(errors), shards=len(shards), skipped_shards=len(shards) - len(todo),
-                          seconds=time.perf_counter() - started)
+                          rendered_frames=run.produced, errors=len(errors), shards=len(shards),
+                          skipped_shards=run.skipped, seconds=time.perf_counter() - started)

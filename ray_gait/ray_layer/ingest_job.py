@@ -11,24 +11,21 @@ Parquet part and then its record); the driver writes errors.jsonl and _manifest.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 
-from ray_gait.console import stage, warn_rejected
-from ray_gait.heatmap.shards import PKL_DIR, remove_stale_shards
 from ray_gait.ingest.formats import AUTO, FORMATS, OPENPOSE_JSON, detect_format, files_of_format
 from ray_gait.ingest.layout import group_sequences
 from ray_gait.ingest.shards import (IngestConfig, IngestRecord, IngestSettings, ingest_shard, load_ingest_record,
                                     plan_ingest_shards)
 from ray_gait.io import fs
-from ray_gait.io.dataset import ERRORS, MANIFEST, read_json, write_json_atomic
+from ray_gait.io.dataset import MANIFEST, read_json, write_json_atomic
+from ray_gait.io.shards import PKL_DIR, prepare_output
 from ray_gait.pose.io import POSE_KIND
-from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.ray_layer.shard_map import map_shards
+from ray_gait.ray_layer.sharded_job import RayWork, report_errors, run_shards
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +99,20 @@ def _resolve_format(root: fs.Location, files: list[str], fmt: str) -> str:
     return fmt
 
 
+def _record_totals(finished: list[IngestRecord]) -> dict[str, Any]:
+    """The manifest's files and counts, summed over the shards' records."""
+    joints: dict[str, int] = {}
+    for rec in finished:
+        for count_key, n in rec.joints.items():
+            joints[count_key] = joints.get(count_key, 0) + n
+    return {"files": {rec.parquet: rec.rows for rec in finished if rec.parquet}, "pkl_root": PKL_DIR,
+            "sequences": sum(rec.rows for rec in finished), "frames": sum(rec.frames for rec in finished),
+            "joints": joints, "empty_frames": sum(rec.empty_frames for rec in finished),
+            "multi_person_frames": sum(rec.multi_person_frames for rec in finished),
+            "index_frames": sum(rec.index_frames for rec in finished),
+            "rejected_sequences": sum(rec.rejected for rec in finished)}
+
+
 def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection_dir: str | None = None,
                    config: IngestConfig | None = None, shard_size: int = 32,
                    workers: int | None = None) -> IngestSummary:
@@ -119,65 +130,34 @@ def run_ingest_job(input_path: str, output_path: str, fmt: str = AUTO, selection
         raise ValueError(f"no {found} sequences found below {input_path} (expected <id>/<type>/<view>/ folders; "
                          "see ray-gait ingest --help)")
     out = fs.resolve(output_path)
-    fs.makedirs(out)
     selection_root = fs.resolve(selection_dir).uri if selection_dir else None
-    _check_same_settings(out, {"format": found, "config": config.to_dict(), "config_hash": config.hash(),
-                               "pose_selection_dir": selection_root})
-    removed = fs.remove_temporaries(out)
-    if removed:
-        log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    wanted = {"format": found, "config": config.to_dict(), "config_hash": config.hash(),
+              "pose_selection_dir": selection_root}
+    prepare_output(out, lambda folder: _check_same_settings(folder, wanted))
     shards = plan_ingest_shards(sequences, shard_size)
-    remove_stale_shards(out, {s["name"] for s in shards})
-    records: dict[str, IngestRecord | None] = {s["name"]: load_ingest_record(out.uri, s["name"]) for s in shards}
-    todo = [s for s in shards if records[s["name"]] is None]
-    log.info("%s: %d files, %d sequences in %d shards; %d shard(s) already done, %d to build -> %s", found,
-             len(files), len(sequences), len(shards), len(shards) - len(todo), len(todo), out.uri)
     settings = IngestSettings(input_root=root.uri, out_root=out.uri, fmt=found, config=config.to_dict(),
                               selection_root=selection_root)
-    new_sequences = 0
-    if todo:
-        ensure_ray(shared={"--input_path": root.uri, "--output_path": out.uri}, resources={"CPU": 1},
-                   what="ray-gait ingest")
-        sizes = {shard["name"]: len(shard["sources"]) for shard in todo}
-        with stage("ingest", total=sum(sizes.values()), unit="seq") as progress:
-            for row in map_shards(todo, ingest_shard, settings, workers):
-                records[row["name"]] = load_ingest_record(out.uri, row["name"])
-                new_sequences += int(row["rows"])
-                progress.update(sizes[row["name"]])
-    missing = [name for name, rec in records.items() if rec is None]
-    if missing:
-        raise RuntimeError(f"{len(missing)} shard(s) did not finish, e.g. {missing[0]}; run the command again")
-    finished = [rec for rec in (records[s["name"]] for s in shards) if rec is not None]
+    work = RayWork(shared={"--input_path": root.uri, "--output_path": out.uri}, resources={"CPU": 1},
+                   what="ray-gait ingest", workers=workers)
+    run = run_shards("ingest", out, shards, load_ingest_record, ingest_shard, settings, work, counted="rows",
+                     describe=f"{found}: {len(files)} files, {len(sequences)} sequences")
+    finished = run.records
     stale = _remove_unlisted_pkl(out, {rel for rec in finished for rel in rec.written})
     if stale:
         log.info("removed %d pkl file(s) of sequences no longer in the input", stale)
     errors = layout_errors + [err for rec in finished for err in rec.errors]
-    fs.write_bytes_atomic(out.join(ERRORS), "".join(json.dumps(err, sort_keys=True) + "\n"
-                                                    for err in errors).encode("utf-8"))
-    warn_rejected(errors, out.join(ERRORS).uri)
+    report_errors(out, errors)
     unindexed = sum(rec.unindexed for rec in finished)
     if unindexed:
         log.warning("%d sequence(s) have no %s below %s: their crowded frames were tracked instead",
                     unindexed, "pose_selection_idx.pkl", selection_dir)
-    joints: dict[str, int] = {}
-    for rec in finished:
-        for count_key, n in rec.joints.items():
-            joints[count_key] = joints.get(count_key, 0) + n
-    manifest: dict[str, Any] = {
-        "kind": POSE_KIND, "format": found, "detected": fmt == AUTO, "input_path": root.uri,
-        "pose_selection_dir": selection_root, "config": config.to_dict(), "config_hash": config.hash(),
-        "files": {rec.parquet: rec.rows for rec in finished if rec.parquet}, "pkl_root": PKL_DIR,
-        "sequences": sum(rec.rows for rec in finished), "frames": sum(rec.frames for rec in finished),
-        "joints": joints, "empty_frames": sum(rec.empty_frames for rec in finished),
-        "multi_person_frames": sum(rec.multi_person_frames for rec in finished),
-        "index_frames": sum(rec.index_frames for rec in finished), "unindexed_sequences": unindexed,
-        "rejected_sequences": sum(rec.rejected for rec in finished),
-        "error_count": len(errors),
-    }
+    manifest = {"kind": POSE_KIND, "format": found, "detected": fmt == AUTO, "input_path": root.uri,
+                "pose_selection_dir": selection_root, "config": config.to_dict(), "config_hash": config.hash(),
+                **_record_totals(finished), "unindexed_sequences": unindexed, "error_count": len(errors)}
     write_json_atomic(out.join(MANIFEST), manifest)
     return IngestSummary(output=out.uri, format=found, detected=fmt == AUTO, sequences=manifest["sequences"],
                          frames=manifest["frames"], empty_frames=manifest["empty_frames"],
                          multi_person_frames=manifest["multi_person_frames"],
                          index_frames=manifest["index_frames"], errors=len(errors),
-                         rejected=manifest["rejected_sequences"], new_sequences=new_sequences, shards=len(shards),
-                         skipped_shards=len(shards) - len(todo), seconds=time.perf_counter() - started)
+                         rejected=manifest["rejected_sequences"], new_sequences=run.produced, shards=len(shards),
+                         skipped_shards=run.skipped, seconds=time.perf_counter() - started)

@@ -1,6 +1,6 @@
 """Step 2 on Ray Data: heatmaps joined with silhouettes per (id, type, view).
 
-`parquet`: a new data set with both columns (SPEC 4), written to a staging folder and renamed into
+`parquet`: a new data set with both columns (docs/formats.md, "Paired"), written to a staging folder and renamed into
 place when complete.  `symlink`: OpenGait's tree `<id>/<type>/<view>/0_heatmap.pkl, 1_sil.pkl`,
 made with os.symlink.  Both check every pair on Ray workers (restricted loader, frame counts) and
 write `link_report.jsonl` with what could not be paired.  Reruns are idempotent.

@@ -21,8 +21,8 @@ from ray_gait.ray_layer.synth_job import run_synth_job
 from ray_gait.data.split import partition_splits
 from ray_gait.ray_layer.trainer import result_checkpoint, run_folder, run_training
 from ray_gait.synth import SynthConfig
-from ray_gait.training.config import config_from_tree
-from ray_gait.training.data import needs_silhouettes
+from ray_gait.config import config_from_tree
+from ray_gait.models import needs_silhouettes
 from ray_gait.yaml_config import apply_overrides, read_yaml
 
 log = logging.getLogger(__name__)

@@ -30,18 +30,19 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_gait.console import Stage, stage
 from ray_gait.data.index import SplitIndex
-from ray_gait.evaluation.embed import check_state_fits
+from ray_gait.models.weights import check_state_fits
 from ray_gait.evaluation.plots import training_curves_figure, write_figure
 from ray_gait.io import fs
 from ray_gait.data.sampler import TripletSampler
 from ray_gait.data.split import make_reader, partition_splits, split_index
 from ray_gait.models import build_model
 from ray_gait.ray_layer.session import ensure_ray
-from ray_gait.training.config import TrainConfig
+from ray_gait.config import TrainConfig
 from ray_gait.training.events import run_scalars
 from ray_gait.training.losses import LossAggregator
 from ray_gait.training.optim import build_optimizer, build_scheduler
-from ray_gait.training.state import read_state, saved_checkpoints
+from ray_gait.models.checkpoint import read_state
+from ray_gait.training.state import saved_checkpoints
 from ray_gait.training.worker_loop import LoopContext, train_loop
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from typing import Any
 
 import ray
 import ray.tune
-import yaml
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -31,18 +30,16 @@ from ray_gait.ray_layer.session import ensure_ray
 from ray_gait.data.split import partition_splits
 from ray_gait.ray_layer.cluster_checks import autoscaler_running, max_cluster_resources
 from ray_gait.ray_layer.trainer import check_training_config, make_trainer, training_bundle
-from ray_gait.training.config import TrainConfig, config_from_tree, path_overrides
-from ray_gait.training.data import needs_silhouettes
-from ray_gait.tuning.report import TrialRow, best_config_tree, rank1_figure, trials_table
-from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_heatmap_config, trials_that_fit
+from ray_gait.config import TrainConfig, config_from_tree, path_overrides
+from ray_gait.models import needs_silhouettes
+from ray_gait.tuning.report import TrialRow, best_trial, rank1_figure, trial_row, trials_table, write_best_config
+from ray_gait.tuning.space import SearchSpec, heatmap_configs, trial_count, trial_heatmap_config, trials_that_fit
 from ray_gait.yaml_config import apply_overrides
 
 log = logging.getLogger(__name__)
 
 TRIAL_DRIVER_MEMORY = 256 * 1024 ** 2
 SUMMARY = "sweep.json"
-BEST_CONFIG = "best_config.yaml"
-BEST_HEATMAP = "best_heatmap.yaml"
 PLOT = "rank1_vs_lr.png"
 
 
@@ -114,16 +111,6 @@ class _TrialsDone(ray.tune.Callback):
         self._done(trial)
 
 
-def trial_count(spec: SearchSpec) -> int:
-    """How many trials a new sweep runs: num_samples times each grid's size."""
-    count = spec.num_samples
-    for value in spec.space.values():
-        kind, args = next(iter(value.items()))
-        if kind == "grid_search":
-            count *= len(args)
-    return count
-
-
 def prepare_datasets(spec: SearchSpec, cfg: TrainConfig, cache_root: str) -> list[RenderRecord]:
     """Render (and pair) each distinct heatmap config of the sweep once; reuse what the cache holds."""
     data = spec.data
@@ -178,54 +165,18 @@ def _concurrency(spec: SearchSpec, cfg: TrainConfig) -> int:
 
 
 def _rows(results: ray.tune.ResultGrid, spec: SearchSpec, total_iter: int) -> list[TrialRow]:
-    pick = max if spec.mode == "max" else min
+    """The table's rows, from what Tune kept of each trial (its metric's history, last iteration, error)."""
     rows = []
     for result in results:
         history = result.metrics_dataframe
         values = [] if history is None or spec.metric not in history else [
             float(v) for v in history[spec.metric].dropna()]
         metrics = result.metrics or {}
-        iteration = int(metrics.get("iteration", 0) or 0)
-        if result.error is not None:
-            status = "error"
-        elif iteration >= total_iter:
-            status = "completed"
-        else:
-            status = "stopped early" if values else "not run"
-        params = {key: result.config.get(key) for key in spec.space}
-        trial_id = str(metrics.get("trial_id") or os.path.basename(result.path or "?"))
-        rows.append(TrialRow(trial_id=trial_id, params=params, iteration=iteration,
-                             last=values[-1] if values else None, best=pick(values) if values else None,
-                             status=status))
+        rows.append(trial_row(str(metrics.get("trial_id") or os.path.basename(result.path or "?")),
+                              {key: result.config.get(key) for key in spec.space}, values,
+                              int(metrics.get("iteration", 0) or 0), result.error is not None, total_iter, spec.mode))
     rows.sort(key=lambda r: r.trial_id)
     return rows
-
-
-def best_trial(rows: list[TrialRow], mode: str) -> TrialRow | None:
-    """The trial whose final metric is best among those that ran to the end (else among all scored)."""
-    completed = [r for r in rows if r.status == "completed" and r.last is not None]
-    pool = completed or [r for r in rows if r.best is not None]
-    if not pool:
-        return None
-    value = (lambda r: r.last) if completed else (lambda r: r.best)
-    return max(pool, key=value) if mode == "max" else min(pool, key=value)
-
-
-def _write_best(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any], best: TrialRow, out: str,
-                datasets: dict[str, str]) -> str:
-    fixed: dict[str, Any] = {**path_overrides(cfg), "trainer_cfg.save_name": f"{spec.name}_best",
-                             "evaluator_cfg.save_name": f"{spec.name}_best"}
-    if datasets:
-        hcfg = trial_heatmap_config(spec, best.params)
-        fixed["data_cfg.dataset_root"] = datasets[hcfg.hash()]
-        fs.write_bytes_atomic(fs.resolve(os.path.join(out, BEST_HEATMAP)),
-                              yaml.safe_dump(hcfg.to_dict(), sort_keys=False).encode("utf-8"))
-    tree = best_config_tree(base_tree, best.params, spec.train_keys, fixed)
-    header = (f"# Best trial {best.trial_id} of sweep {spec.name} ({spec.metric} {best.best:.2f}); "
-              f"train it with: ray-gait train --cfgs {os.path.join(out, BEST_CONFIG)}\n")
-    target = os.path.join(out, BEST_CONFIG)
-    fs.write_bytes_atomic(fs.resolve(target), (header + yaml.safe_dump(tree, sort_keys=False)).encode("utf-8"))
-    return target
 
 
 def _check_trial_configs(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any],
@@ -296,7 +247,14 @@ def run_sweep(spec: SearchSpec, cfg: TrainConfig, base_tree: dict[str, Any]) -> 
     table = trials_table(rows, keys, spec.metric)
     best = best_trial(rows, spec.mode)
     fs.makedirs(fs.resolve(sweep_dir))
-    best_path = _write_best(spec, cfg, base_tree, best, sweep_dir, datasets) if best else None
+    best_path = None
+    if best:
+        fixed = {**path_overrides(cfg), "trainer_cfg.save_name": f"{spec.name}_best",
+                 "evaluator_cfg.save_name": f"{spec.name}_best"}
+        heatmap = trial_heatmap_config(spec, best.params) if datasets else None
+        if heatmap is not None:
+            fixed["data_cfg.dataset_root"] = datasets[heatmap.hash()]
+        best_path = write_best_config(spec, base_tree, best, sweep_dir, fixed, heatmap)
     drawn = [k for k in spec.train_keys if k.startswith("heatmap_cfg.")]      # maps drawn on the fly per trial
     figure = rank1_figure(rows, [k for k in spec.train_keys if k not in drawn] or drawn, spec.heatmap_keys + drawn,
                           spec.metric)

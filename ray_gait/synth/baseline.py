@@ -5,7 +5,7 @@ only of the pose files. Per sequence: joints are centred on the hip midpoint and
 person's median pixel height, then summarised by the mean and spread of each joint's vertical
 position, long-percentile 2D bone lengths, and the step frequency (cycles per frame) from the
 spectrum of left-right leg differences. Features are z-scored over the evaluated set and matched
-by Euclidean nearest neighbour under the data set's protocol (SPEC section 1).
+by Euclidean nearest neighbour under the data set's protocol (docs/formats.md).
 """
 from __future__ import annotations
 

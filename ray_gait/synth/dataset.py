@@ -1,6 +1,6 @@
 """The synthetic gait data set: its plan, one sequence, and the files in OpenGait's layout.
 
-Layout under ``out_root`` (SPEC section 1)::
+Layout under ``out_root`` (docs/formats.md, "Inputs")::
 
     pose/<id>/<type>/<view>/<view>.pkl   float32 (T, 17, 3): x, y (pixels of a 1280x720 camera), conf
     sil/<id>/<type>/<view>/<view>.pkl    uint8 (T, 64, 64) silhouettes of the same frames
@@ -291,7 +291,7 @@ def write_sequence(
 
 
 def protocol_for(cfg: SynthConfig) -> dict[str, Any]:
-    """The evaluation protocol (SPEC section 1) of a config."""
+    """The evaluation protocol (docs/formats.md, "Inputs") of a config."""
     probes: dict[str, list[str]] = {}
     for prefix, (name, _) in CONDITIONS.items():
         types = [t for t in cfg.types if t.startswith(prefix + "-") and t not in cfg.gallery]

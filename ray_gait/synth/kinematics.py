@@ -201,6 +201,26 @@ class Body3D:
     heading: np.ndarray  # (3,) unit walking direction in the world
 
 
+def _arms(shape: BodyShape, style: GaitStyle, phase_left: np.ndarray, shoulder: np.ndarray, arm_yaw: np.ndarray,
+          arm_gain: tuple[float, float]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """(elbows, wrists, hand tips), each [left, right] of (T, 3): the arms swing in antiphase with the legs, from
+    the shoulders (T, 2, 3), turned with the thorax (`arm_yaw`), each swing scaled by its `arm_gain`."""
+    elbows, wrists, hands = [], [], []
+    for i, (side, phase) in enumerate(((1, phase_left), (-1, phase_left + 0.5 + style.asym_phase))):
+        swing = np.cos(2 * np.pi * (phase - style.arm_lag))
+        amp = style.arm_amplitude * (1.0 - side * style.asym_arm / 2) * arm_gain[i]
+        flex = style.arm_offset - amp * swing
+        elbow_flex = style.elbow_base + style.elbow_amplitude * arm_gain[i] * (0.5 - 0.5 * swing)
+        upper = _apply(arm_yaw, _sagittal(flex, style.arm_abduction, side))
+        lower = _apply(arm_yaw, _sagittal(flex + elbow_flex, 0.5 * style.arm_abduction, side))
+        elbow = shoulder[:, i] + shape.upper_arm * upper
+        wrist = elbow + shape.forearm * lower
+        elbows.append(elbow)
+        wrists.append(wrist)
+        hands.append(wrist + shape.hand * lower)
+    return elbows, wrists, hands
+
+
 def simulate_walk(
     shape: BodyShape,
     style: GaitStyle,
@@ -245,21 +265,7 @@ def simulate_walk(
         """A point on the head, in head radii from its centre (x forward, y left, z up)."""
         return head_center + _apply(head_rot, np.array([x * r, y * r, z * r]))
 
-    arm_yaw = _rot_z(thorax_yaw)
-    elbows, wrists, hands = [], [], []
-    for i, (side, phase) in enumerate(((1, phase_left), (-1, phase_left + 0.5 + style.asym_phase))):
-        swing = np.cos(2 * np.pi * (phase - style.arm_lag))
-        amp = style.arm_amplitude * (1.0 - side * style.asym_arm / 2) * arm_gain[i]
-        flex = style.arm_offset - amp * swing
-        elbow_flex = style.elbow_base + style.elbow_amplitude * arm_gain[i] * (0.5 - 0.5 * swing)
-        upper = _apply(arm_yaw, _sagittal(flex, style.arm_abduction, side))
-        lower = _apply(arm_yaw, _sagittal(flex + elbow_flex, 0.5 * style.arm_abduction, side))
-        elbow = shoulder[:, i] + shape.upper_arm * upper
-        wrist = elbow + shape.forearm * lower
-        elbows.append(elbow)
-        wrists.append(wrist)
-        hands.append(wrist + shape.hand * lower)
-
+    elbows, wrists, hands = _arms(shape, style, phase_left, shoulder, _rot_z(thorax_yaw), arm_gain)
     hips = pelvis[:, None] + legs.hip
     joints = np.stack(
         [head_point(0.95, 0.0, -0.15),

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ray_gait.yaml_config import ConfigError, read_yaml
+from ray_gait.config import DEFAULT_PATH
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,6 @@ SCHEDULERS = {"MultiStepLR": torch.optim.lr_scheduler.MultiStepLR,
 
 
 def _defaults(section: str) -> dict[str, Any]:
-    from ray_gait.training.config import DEFAULT_PATH
     return read_yaml(DEFAULT_PATH).get(section, {})
 
 

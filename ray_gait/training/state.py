@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from ray_gait.io import fs
-from ray_gait.models.checkpoint import CheckpointError, read_weights_file
+from ray_gait.models.checkpoint import STATE_FILE, read_state
 
-STATE_FILE = "state.pt"
 ITERATION_FILE = "iteration.json"
 
 
@@ -86,19 +85,6 @@ def set_rng_states(rng: dict[str, Any]) -> None:
         random.setstate((saved["version"], tuple(saved["state"]), saved["gauss_next"]))
     elif saved:
         random.setstate((3, tuple(saved), None))
-
-
-def read_state(folder_or_file: str) -> dict[str, Any]:
-    """Load a saved state, from a folder or its state.pt, a path or a URI (weights only: tensors and plain data)."""
-    loc = fs.resolve(folder_or_file)
-    if fs.is_dir(loc):
-        loc = loc.join(STATE_FILE)
-    if not fs.exists(loc):
-        raise FileNotFoundError(f"no checkpoint at {folder_or_file} (expected {STATE_FILE})")
-    saved = read_weights_file(loc.uri)
-    if not (isinstance(saved, dict) and isinstance(saved.get("model"), dict) and "iteration" in saved):
-        raise CheckpointError(f"{loc.uri}: not a ray_gait checkpoint (expected a dict with 'model' and 'iteration')")
-    return saved
 
 
 def saved_checkpoints(run_dir: str) -> list[tuple[int, str]]:

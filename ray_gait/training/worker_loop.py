@@ -21,13 +21,16 @@ from ray_gait.evaluation.config_protocol import evaluate_embeddings, rank1_summa
 from ray_gait.evaluation.embed import SequenceEmbedder
 from ray_gait.io import fs
 from ray_gait.models import build_model
-from ray_gait.training.config import TrainConfig
-from ray_gait.training.data import BatchMaker, SequenceSource, input_threads, prefetch
+from ray_gait.config import TrainConfig
+from ray_gait.data.batches import BatchMaker, input_threads, prefetch
+from ray_gait.data.sources import SequenceSource
 from ray_gait.training.events import ScalarEvents
 from ray_gait.training.losses import LossAggregator
-from ray_gait.training.loop import autocast_dtype, make_scaler, set_train_mode, train_step, with_sync_bn
+from ray_gait.models.precision import autocast_dtype
+from ray_gait.training.loop import make_scaler, set_train_mode, train_step, with_sync_bn
 from ray_gait.training.optim import build_optimizer, build_scheduler
-from ray_gait.training.state import TrainState, read_state, restore_state, save_state
+from ray_gait.training.state import TrainState, restore_state, save_state
+from ray_gait.models.checkpoint import read_state
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,17 @@
 """What a sweep ends with: the table of trials, the best config as YAML, the Rank-1 / lr plot."""
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import yaml
+
 from ray_gait.evaluation.plots import lines_figure
+from ray_gait.heatmap.config import HeatmapConfig
+from ray_gait.io import fs
+from ray_gait.tuning.space import SearchSpec
 from ray_gait.yaml_config import apply_overrides
 
 if TYPE_CHECKING:
@@ -13,6 +19,8 @@ if TYPE_CHECKING:
 
 LR_KEY = "optimizer_cfg.lr"
 SIGMA_KEY = "heatmap_generator_args.sigma"
+BEST_CONFIG = "best_config.yaml"
+BEST_HEATMAP = "best_heatmap.yaml"
 
 
 @dataclass
@@ -51,6 +59,46 @@ def best_config_tree(base_tree: Mapping[str, Any], params: Mapping[str, Any], tr
     values = {key: params[key] for key in train_keys if key in params}
     values.update(fixed)
     return apply_overrides(dict(base_tree), values)
+
+
+def best_trial(rows: list[TrialRow], mode: str) -> TrialRow | None:
+    """The trial whose final metric is best among those that ran to the end (else among all scored)."""
+    completed = [r for r in rows if r.status == "completed" and r.last is not None]
+    pool = completed or [r for r in rows if r.best is not None]
+    if not pool:
+        return None
+    value = (lambda r: r.last) if completed else (lambda r: r.best)
+    return max(pool, key=value) if mode == "max" else min(pool, key=value)
+
+
+def write_best_config(spec: SearchSpec, base_tree: Mapping[str, Any], best: TrialRow, out: str,
+                      fixed: Mapping[str, Any], heatmap: HeatmapConfig | None = None) -> str:
+    """`out/best_config.yaml` (the base config with the best trial's values and `fixed` set, under a header that
+    says how to train it), and `out/best_heatmap.yaml` when the sweep searched heatmap keys; the config's path."""
+    if heatmap is not None:
+        fs.write_bytes_atomic(fs.resolve(os.path.join(out, BEST_HEATMAP)),
+                              yaml.safe_dump(heatmap.to_dict(), sort_keys=False).encode("utf-8"))
+    tree = best_config_tree(base_tree, best.params, spec.train_keys, fixed)
+    target = os.path.join(out, BEST_CONFIG)
+    header = (f"# Best trial {best.trial_id} of sweep {spec.name} ({spec.metric} {best.best:.2f}); "
+              f"train it with: ray-gait train --cfgs {target}\n")
+    fs.write_bytes_atomic(fs.resolve(target), (header + yaml.safe_dump(tree, sort_keys=False)).encode("utf-8"))
+    return target
+
+
+def trial_row(trial_id: str, params: dict[str, Any], values: Sequence[float], iteration: int, failed: bool,
+              total_iter: int, mode: str) -> TrialRow:
+    """One trial's row: its metric's last and best value (`mode` max or min) and how it ended: error, completed
+    (reached `total_iter`), stopped early (scored, then stopped by the scheduler), or not run."""
+    if failed:
+        status = "error"
+    elif iteration >= total_iter:
+        status = "completed"
+    else:
+        status = "stopped early" if values else "not run"
+    pick = max if mode == "max" else min
+    return TrialRow(trial_id=trial_id, params=params, iteration=iteration, last=values[-1] if values else None,
+                    best=pick(values) if values else None, status=status)
 
 
 def _x_key(rows: Sequence[TrialRow], keys: Sequence[str]) -> str | None:

@@ -184,3 +184,13 @@ def trials_that_fit(resources: Mapping[str, float], bundle: Mapping[str, float],
     """How many trainings of `workers` workers, each reserving `bundle`, the `resources` hold at once (>= 1)."""
     fits = [int(resources.get(name, 0.0) // (amount * workers)) for name, amount in bundle.items() if amount > 0]
     return max(1, min(fits)) if fits else 1
+
+
+def trial_count(spec: SearchSpec) -> int:
+    """How many trials a new sweep runs: num_samples times each grid's size."""
+    count = spec.num_samples
+    for value in spec.space.values():
+        kind, args = next(iter(value.items()))
+        if kind == "grid_search":
+            count *= len(args)
+    return count

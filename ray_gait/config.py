@@ -18,7 +18,7 @@ from ray_gait.heatmap.config import HeatmapConfig, heatmap_config_from_dict
 from ray_gait.io import fs
 from ray_gait.yaml_config import ConfigError, apply_overrides, build_dataclass, read_yaml
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT_PATH = os.path.join(CONFIG_DIR, "default.yaml")
 FREE_SECTIONS = ("model_cfg", "loss_cfg", "optimizer_cfg", "scheduler_cfg")
 

@@ -6,118 +6,22 @@ while the model trains on the current one.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from ray_gait.data.frames import FrameSampling, collate_frames
+from ray_gait.data.reader import SequenceError, require_frames
 from ray_gait.data.sampler import TripletSampler
+from ray_gait.data.sources import SequenceSource
 from ray_gait.data.transforms import build_transform, fuse_maps_and_silhouettes
-from ray_gait.io import fs
 
 log = logging.getLogger(__name__)
-
-MODEL_INPUTS = {"DeepGaitV2": ("heatmap",), "SkeletonGaitPP": ("heatmap", "silhouette")}
-
-
-def input_columns(model_name: str, data_in_use: Sequence[bool] | None) -> tuple[str, ...]:
-    """The data set columns a model reads: `data_in_use` = [heatmap, silhouette] (OpenGait's order)."""
-    if model_name not in MODEL_INPUTS:
-        raise ValueError(f"model_cfg.model {model_name!r} is not one of {sorted(MODEL_INPUTS)}")
-    wanted = MODEL_INPUTS[model_name]
-    if data_in_use is not None:
-        chosen = tuple(name for name, use in zip(("heatmap", "silhouette"), data_in_use) if use)
-        if chosen != wanted:
-            raise ValueError(f"data_cfg.data_in_use {list(data_in_use)} selects {list(chosen)}, but "
-                             f"{model_name} needs {list(wanted)}")
-    return wanted
-
-
-def needs_silhouettes(model_name: str, data_in_use: Sequence[bool] | None) -> bool:
-    """Whether the model reads the silhouette column (SkeletonGait++), i.e. its data set must be paired."""
-    return "silhouette" in input_columns(model_name, data_in_use)
-
-
-def read_partition(path: str) -> dict[str, list[str]]:
-    """OpenGait's partition JSON {"TRAIN_SET": [...], "TEST_SET": [...]}, ids as strings."""
-    loc = fs.resolve(path)
-    if not fs.exists(loc) or fs.is_dir(loc):
-        raise FileNotFoundError(f"partition file not found: {path}")
-    try:
-        data = json.loads(fs.read_bytes(loc).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a partition JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a partition is a mapping of TRAIN_SET / TEST_SET to ids")
-    for key in ("TRAIN_SET", "TEST_SET"):
-        if key not in data:
-            raise ValueError(f"{path}: partition needs {key}")
-    splits = {k: [str(i) for i in v] for k, v in data.items() if isinstance(v, list)}
-    for key, ids in splits.items():
-        for ident in ids:
-            fs.safe_component(ident, f"{key} id in {path}")
-    return splits
-
-
-def split_ids(partition: dict[str, list[str]], val_ids: int = 0) -> dict[str, list[str]]:
-    """TRAIN / VAL / TEST identities: the partition's VAL_SET, else the last `val_ids` of TRAIN_SET (sorted)."""
-    train = sorted(set(partition["TRAIN_SET"]))
-    if "VAL_SET" in partition:
-        val = sorted(set(partition["VAL_SET"]))
-        train = [i for i in train if i not in set(val)]
-    elif val_ids > 0:
-        if val_ids >= len(train):
-            raise ValueError(f"data_cfg.val_ids {val_ids} leaves no training identity (TRAIN_SET has {len(train)})")
-        train, val = train[:-val_ids], train[-val_ids:]
-    else:
-        val = []
-    return {"TRAIN_SET": train, "VAL_SET": val, "TEST_SET": list(partition["TEST_SET"])}
-
-
-@dataclass
-class SequenceSet:
-    """Sequences held in memory (tests, benchmarks, notebooks): the source interface of `SequenceReader`."""
-
-    columns: tuple[str, ...]
-    inputs: list[list[np.ndarray]] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-    keys: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def add(self, row: dict[str, Any]) -> None:
-        """Add a decoded data set row (its arrays are kept, not copied)."""
-        self.inputs.append([row[c] for c in self.columns])
-        self.labels.append(str(row["id"]))
-        self.keys.append((str(row["id"]), str(row["type"]), str(row["view"]), str(row["seq"])))
-
-    def arrays(self, i: int) -> list[np.ndarray]:
-        """Sequence `i` as aligned arrays [T, ...]."""
-        return self.inputs[i]
-
-    def model_arrays(self, collated: list[np.ndarray]) -> list[np.ndarray]:
-        """Collated arrays are already what the model input is built from."""
-        return collated
-
-
-class SequenceSource(Protocol):
-    """What batches are built from: labels, and the arrays of a sequence when asked (SequenceSet, SequenceReader)."""
-
-    labels: list[str]
-
-    def arrays(self, i: int) -> list[np.ndarray]:
-        """Sequence `i` as aligned arrays [T, ...]."""
-
-    def model_arrays(self, collated: list[np.ndarray]) -> list[np.ndarray]:
-        """Collated sampled frames -> the arrays the model input is built from."""
 
 
 def model_input(arrays: list[np.ndarray | torch.Tensor], transforms: list, generator: torch.Generator) -> torch.Tensor:
@@ -155,7 +59,6 @@ class BatchMaker:
 
     def _arrays(self, index: int) -> list[np.ndarray]:
         """The arrays of `index`, or of the next readable sequence of its identity."""
-        from ray_gait.data.reader import SequenceError
         same = self.sampler.indices_by_class[self.class_of[self.source.labels[index]]].tolist()
         start = same.index(index)
         for candidate in same[start:] + same[:start]:
@@ -171,7 +74,6 @@ class BatchMaker:
 
     def _checked(self, index: int) -> list[np.ndarray]:
         """The arrays of sequence `index`; SequenceError when it cannot be read or has 0 frames."""
-        from ray_gait.data.reader import SequenceError, require_frames
         arrays = self.source.arrays(index)
         try:
             require_frames(arrays)
