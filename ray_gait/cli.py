@@ -513,14 +513,8 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export a checkpoint in OpenGait's format."""
-    from ray_gait.models import build_model, export_opengait_checkpoint, load_weights
-    from ray_gait.models.checkpoint import read_state
-    saved = read_state(args.checkpoint)
-    model_cfg = (saved.get("config") or {}).get("model_cfg")
-    if model_cfg:
-        load_weights(build_model(model_cfg), saved["model"], strict=True)
-    export_opengait_checkpoint(saved["model"], args.out, optimizer_state=saved.get("optimizer"),
-                               scheduler_state=saved.get("scheduler"), iteration=int(saved["iteration"]))
+    from ray_gait.models.weights import export_state_as_opengait
+    saved = export_state_as_opengait(args.checkpoint, args.out)
     print(f"export-checkpoint: iteration {saved['iteration']} -> {args.out}")
     return 0
 

@@ -18,6 +18,8 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from ray_gait.io import fs
+
 T = TypeVar("T")
 _REFERENCE = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
 # How many values (mappings, lists and scalars) `${...}` references may expand a config to: real
@@ -55,14 +57,19 @@ def load_yaml_text(text: str, where: str = "") -> Any:
         raise ConfigError(f"{label}YAML nested too deeply") from None
 
 
+MAX_YAML_BYTES = 16 * 2**20
+
+
 def read_yaml(path: str) -> dict:
-    """Load a YAML mapping from a local file (safe loader, no anchors or aliases)."""
+    """Load a YAML mapping from a file, a local path or a URI (safe loader, no anchors or aliases)."""
+    loc = fs.resolve(path)
+    if not fs.exists(loc):
+        raise FileNotFoundError(f"YAML file not found: {path}")
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"YAML file not found: {path}") from err
-    except (IsADirectoryError, UnicodeDecodeError) as err:
+        if fs.is_dir(loc):
+            raise IsADirectoryError(f"{path} is a folder")
+        text = fs.read_bytes(loc, limit=MAX_YAML_BYTES).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not a readable YAML file ({err})") from err
     data = load_yaml_text(text, path)
     if data is None:

@@ -11,7 +11,9 @@ Jobs are submitted with `ray job submit --working-dir <project>`: the upload lac
 (`*.so` is git-ignored), so the worker node must build it; every path is in the bucket, and nothing may be
 written outside it but Ray's temporary folders.  Then the worker node is killed (SIGKILL of its raylet and
 every process of it) during a training whose checkpoints are in the bucket, and started again: the run must
-finish from the checkpoint with the weights of the uninterrupted run, and say so on the console.
+finish from the checkpoint with the weights of the uninterrupted run, and say so on the console.  Last, every
+other stage's job of README is submitted the same way (test, embed, search and export on the printed checkpoint
+URI; synth, ingest, link and a sweep drawing its maps from the poses), each in the bucket.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 WORKER_CPUS = 2
 MARK = "RAY_GAIT_REHEARSAL_TEST"
 SYNTH = ["--ids", "6", "--train-ids", "4", "--views", "0,90", "--frames", "12:16"]
-ITERS = 4
+ITERS = 3
 # the pipeline's training settings; the killed training repeats them, so its weights must equal the pipeline's
 TRAIN_SET = {"model_cfg.Backbone.C": "0.5", "trainer_cfg.sampler.batch_size": "[2,2]",
              "trainer_cfg.sampler.frames_num_fixed": "8", "trainer_cfg.save_iter": "1", "trainer_cfg.log_iter": "1",
@@ -77,7 +79,10 @@ class Rehearsal:
         self.env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
                         RAY_DATA_DISABLE_PROGRESS_BARS="1", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5",
-                        RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0", RAY_USAGE_STATS_ENABLED="0", **s3_env)
+                        RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0", RAY_USAGE_STATS_ENABLED="0",
+                        # the GCS marks a node dead after 3 missed 1-s health checks (default 5 of 3 s): the
+                        # killed worker node is seen lost within seconds
+                        RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3", **s3_env)
         self.env[MARK] = self.mark
         for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", "PYTHONPATH"):
             self.env.pop(name, None)
@@ -338,4 +343,43 @@ def test_cluster_commands_of_readme_on_a_head_that_takes_no_work(rehearsal, s3_b
     assert len(rows) == 1 + 6 * 2 * 8, rows[:3]
     assert s3.get_file_info(f"{bucket}/run/model.pt").size > 0
     assert _files_below(rehearsal.head_dir) == [] and _files_below(rehearsal.worker_dir) == []
+    assert _new_files_of_project() == project_before
+
+    # 5. the remaining stages' jobs, every path in the bucket, in one submission: synth, ingest (the pose tree as
+    # it is), link (the maps with the silhouettes again, into a new folder), and a sweep over a heatmap key that
+    # draws its maps from the poses (a sweep file in the bucket too)
+    space = f"{bucket}/run/space.yaml"
+    with s3.open_output_stream(space) as stream:
+        stream.write(json.dumps({"name": "sweep", "metric": "val/rank1", "mode": "max", "scheduler": {"type": "fifo"},
+                                 "space": {"heatmap_cfg.heatmap_generator_args.sigma": {"grid_search": [4.0]}}
+                                 }).encode())
+    sweep = _sets({**TRAIN_SET, "data_cfg.dataset_root": f"{out}/data/pose", "data_cfg.silhouette_root":
+                   f"{out}/data/sil", "data_cfg.dataset_partition": f"{out}/data/partition.json",
+                   "data_cfg.dataset_name": "synth", "data_cfg.val_ids": "1", "ray_cfg.storage_path": f"{out}/tune",
+                   "model_cfg.SeparateBNNecks.class_num": "4", "trainer_cfg.total_iter": "2",
+                   "trainer_cfg.save_iter": "2"})
+    stages = [["jobs/synth.py", "--out", f"{out}/synth2", "--ids", "2", "--train-ids", "1", "--views", "0",
+               "--frames", "8:10", "--no-preview"],
+              ["jobs/ingest.py", "--input_path", f"{out}/data/pose", "--output_path", f"{out}/poses"],
+              ["jobs/link.py", "--heatmap_data_path", f"{out}/maps/synth_sigma_8.0_", "--silhouette_data_path",
+               f"{out}/data/sil", "--output_path", f"{out}/paired2"],
+              ["jobs/tune.py", "--cfgs", "configs/skeletongait/skeletongait++_synth.yaml", "--search", f"s3://{space}",
+               *sweep]]
+    done = rehearsal.submit(["sh", "-c", " && ".join(shlex.join(["python", *stage]) for stage in stages)], entry=[])
+    text = done.stdout + done.stderr
+    assert done.returncode == 0 and "succeeded" in text, text[-4000:]
+    assert _s3_json(s3, f"{bucket}/run/synth2/partition.json")["TRAIN_SET"] == ["00001"]
+    ingested = _s3_json(s3, f"{bucket}/run/poses/_manifest.json")
+    assert ingested["sequences"] == 6 * 2 * 8 and ingested["error_count"] == 0
+    assert _s3_json(s3, f"{bucket}/run/paired2/_manifest.json")["paired"] == 6 * 2 * 8
+    swept = _s3_json(s3, f"{bucket}/run/tune/sweep/sweep.json")
+    assert [t["params"]["heatmap_cfg.heatmap_generator_args.sigma"] for t in swept["trials"]] == [4.0]
+    assert all(t["iteration"] == 2 and t["best"] is not None for t in swept["trials"]), swept["trials"]
+    assert swept["renders"] == [] and swept["best_config"].startswith(f"{out}/tune/sweep/")
+    trial_states = [i.path for i in s3.get_file_info(pafs.FileSelector(f"{bucket}/run/tune/sweep/trials",
+                                                                        recursive=True)) if i.path.endswith("/state.pt")]
+    assert trial_states and all(_state(p)["config"]["heatmap_cfg"]["heatmap_generator_args"]["sigma"] == 4.0
+                                for p in trial_states), trial_states
+    assert _files_below(rehearsal.head_dir) == [] and _files_below(rehearsal.worker_dir) == []
+    assert not [p for tmp in (rehearsal.head_tmp, rehearsal.worker_tmp) for p in tmp.rglob("s3:")]
     assert _new_files_of_project() == project_before

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ray_gait.heatmap import fast, shards
+from ray_gait.io.shards import plan_shards
 from ray_gait.ray_layer.heatmap_job import _renderers
 
 from conftest import DATA, write_pose_tree
@@ -97,7 +98,7 @@ def test_shards_drawn_without_the_kernel_are_recorded_and_warned_once(tmp_path, 
     write_pose_tree(tmp_path / "pose", {"001/nm-01/000/seq": fixture_poses[key]})
     settings = shards.JobSettings(pose_root=str(tmp_path / "pose"), out_root=str(tmp_path / "out"),
                                   dataset_name="synth", config=load_heatmap_config().to_dict())
-    plan = shards.plan_shards(["001/nm-01/000/seq.pkl"], 1)[0]
+    plan = plan_shards(["001/nm-01/000/seq.pkl"], 1)[0]
     monkeypatch.setattr(fast, "_kernel", None)
     monkeypatch.setattr(fast, "_warned_fallback", False)
     with caplog.at_level(logging.WARNING):

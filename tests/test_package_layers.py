@@ -12,7 +12,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ray_gait"
 
 # bottom to top; a package may import those of lower layers only (one layer: packages that import none of each other)
 LAYERS = [
-    {"yaml_config", "heap", "console", "stderr_filter", "io"},
+    {"heap", "console", "stderr_filter", "io"},
+    {"yaml_config"},
+    {"registry"},
     {"pose"},
     {"heatmap"},
     {"config", "pairing", "synth", "ingest", "models"},

@@ -15,7 +15,6 @@ input, e.g. ``[{"type": "Compose", "trf_cfg": [{"type": "RandomPerspective", "pr
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ray_gait.registry import build
 
 __all__ = [
     "BaseSilCuttingTransform",
@@ -374,28 +375,19 @@ TRANSFORMS: dict[str, Callable[..., Transform]] = {
 }
 
 
-def transform_from_config(cfg: Mapping[str, Any]) -> Transform:
-    """One transform from ``{"type": NAME, **args}``; unknown names or arguments -> ValueError."""
-    if not isinstance(cfg, Mapping) or "type" not in cfg:
-        raise ValueError(f"a transform config must be a mapping with 'type', got {cfg!r}")
-    name = cfg["type"]
-    if name not in TRANSFORMS:
-        raise ValueError(f"unknown transform {name!r}; valid: {sorted(TRANSFORMS)}")
-    factory = TRANSFORMS[name]
-    accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
-    unknown = [k for k in cfg if k != "type" and k not in accepted]
-    if unknown:
-        raise ValueError(f"unknown argument(s) {unknown} for transform {name}; valid: {accepted}")
-    return factory(**{k: v for k, v in cfg.items() if k != "type"})
+def transform_from_config(cfg: Mapping[str, Any], where: str = "transform") -> Transform:
+    """One transform from ``{"type": NAME, **args}``; an unknown name or argument is a ConfigError naming it."""
+    return build(TRANSFORMS, cfg, where)
 
 
-def build_transform(cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> list[Transform]:
+def build_transform(cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+                    where: str = "transform") -> list[Transform]:
     """One transform per input from a config list (a single mapping: one input; None: NoOperation)."""
     if cfg is None:
         return [NoOperation()]
     if isinstance(cfg, Mapping):
-        return [transform_from_config(cfg)]
-    return [transform_from_config(entry) for entry in cfg]
+        return [transform_from_config(cfg, where)]
+    return [transform_from_config(entry, f"{where}[{i}]") for i, entry in enumerate(cfg)]
 
 
 def apply_transforms(

@@ -38,7 +38,10 @@ from ray_gait.evaluation.metrics import (
     topk_accuracy,
 )
 from ray_gait.io import fs
+from ray_gait.config import CONFIG_DIR
 from ray_gait.io.dataset import read_json
+from ray_gait.registry import lookup
+from ray_gait.yaml_config import read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -47,48 +50,23 @@ DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Source = Union[np.ndarray, DistanceFn]
 Labels = Union[Sequence[Any], np.ndarray]
 
-_SINGLE_VIEW_PROBES: dict[str, dict[str, list[str]]] = {
-    "CASIA-B": {"NM": ["nm-05", "nm-06"], "BG": ["bg-01", "bg-02"], "CL": ["cl-01", "cl-02"]},
-    "OUMVLP": {"NM": ["00"]},
-    "CASIA-E": {
-        cond: [f"{h}-scene{s}-{cond.lower()}-{k}" for s in ("2", "3", "3_s") for h in ("H", "L")
-               for k in ("1", "2")]
-        for cond in ("NM", "BG", "CL")
-    },
-    "SUSTech1K": {
-        "Normal": ["01-nm"], "Bag": ["bg"], "Clothing": ["cl"], "Carrying": ["cr"],
-        "Umberalla": ["ub"], "Uniform": ["uf"], "Occlusion": ["oc"], "Night": ["nt"],
-        "Overall": ["01", "02", "03", "04"],
-    },
-}
-_SINGLE_VIEW_GALLERY: dict[str, list[str]] = {
-    "CASIA-B": ["nm-01", "nm-02", "nm-03", "nm-04"],
-    "OUMVLP": ["01"],
-    "CASIA-E": ["H-scene1-nm-1", "H-scene1-nm-2", "L-scene1-nm-1", "L-scene1-nm-2"],
-    "SUSTech1K": ["00-nm"],
-}
-_CROSS_VIEW_PROBES: dict[str, dict[str, list[str]]] = {
-    "CASIA-B": {"NM": ["nm-01"], "BG": ["bg-01"], "CL": ["cl-01"]},
-    "OUMVLP": {"NM": ["00"]},
-}
-_CROSS_VIEW_GALLERY: dict[str, list[str]] = {
-    "CASIA-B": ["nm-02", "bg-02", "cl-02"],
-    "OUMVLP": ["01"],
-}
-_CCPG_CONDITIONS: dict[str, tuple[list[str], list[str]]] = {
-    "CL": (["U0_D0_BG", "U0_D0"], ["U1_D1", "U2_D2", "U3_D3"]),
-    "UP": (["U3_D3"], ["U0_D3"]),
-    "DN": (["U1_D0"], ["U1_D1"]),
-    "BG": (["U0_D0_BG"], ["U0_D0"]),
-}
-_REAL_SCENE_SPLITS: dict[str, tuple[list[str], list[str]]] = {
-    "0001-1000": (["1", "2"], ["3", "4", "5", "6"]),
-    "HID2021": (["0"], ["1"]),
-    "0001-1000-test": (["0"], ["1"]),
-    "GREW": (["01"], ["02"]),
-    "TTG-200": (["1"], ["2", "3", "4", "5", "6"]),
-}
-_GREW_SUBMISSION_SPLIT = (["01", "02"], ["03"])
+PROTOCOL_DIR = os.path.join(CONFIG_DIR, "protocols")
+"""The built-in data sets' protocols, one YAML file each, in the shape of a protocol.json (docs/formats.md)."""
+
+
+def builtin_protocol(dataset: str, eval_func: str, part: str | None = None) -> dict[str, Any]:
+    """The packaged protocol of `dataset` that `eval_func` evaluates (its `part`, e.g. the cross-view gallery);
+    ValueError naming the data sets it supports otherwise."""
+    specs = {}
+    for name in sorted(os.listdir(PROTOCOL_DIR)):
+        if name.endswith(".yaml"):
+            spec = read_yaml(os.path.join(PROTOCOL_DIR, name))
+            if spec.get("eval_func") == eval_func and (part is None or part in spec):
+                specs[name[:-len(".yaml")]] = spec
+    if dataset not in specs:
+        what = f"{eval_func} ({part})" if part else eval_func
+        raise ValueError(f"{what}: data set {dataset!r} is not supported; valid: {sorted(specs)}")
+    return specs[dataset] if part is None else specs[dataset][part]
 
 
 @dataclass(frozen=True)
@@ -164,15 +142,15 @@ def evaluate_CCPG(
     ``reid_rank10``, ``mAP``, ``mINP`` rank the whole gallery with same-identity same-view items
     removed (``evaluate_many``). A view is the text of ``views`` before its first ``_``.
     """
+    spec = builtin_protocol("CCPG", "evaluate_CCPG")
     data = _test_set(source, labels, types, views, metric)
     data = _TestSet(data.dist, data.labels, data.types,
-                    np.array([v.split("_")[0] for v in data.views.tolist()], dtype=str))
+                    np.array([v.split(spec["view_separator"])[0] for v in data.views.tolist()], dtype=str))
     view_list = sorted(set(data.views.tolist()))
     results: dict[str, dict[str, float]] = {}
     matrices: dict[str, dict[str, Any]] = {}
-    for cond, (probe_types, gallery_types) in _CCPG_CONDITIONS.items():
-        p_idx = np.flatnonzero(np.isin(data.types, probe_types))
-        g_idx = np.flatnonzero(np.isin(data.types, gallery_types))
+    for cond, probe_types in spec["probes"].items():
+        p_idx, g_idx = _of_types(data, probe_types), _of_types(data, spec["galleries"][cond])
         if not _has_condition(dataset, cond, p_idx, g_idx):
             continue
         dist = data.dist(p_idx, g_idx)
@@ -180,7 +158,7 @@ def evaluate_CCPG(
                             data.views[p_idx], data.views[g_idx])
         local = _TestSet(_block_distance_fn(dist, p_idx, g_idx), data.labels, data.types,
                          data.views)
-        grid = _view_grid(local, p_idx, g_idx, view_list, (1,), decimals=2)[..., 0]
+        grid = _view_grid(local, p_idx, g_idx, view_list, (1,), decimals=spec["decimals"])[..., 0]
         results[cond] = {
             "rank1": _mean(off_diagonal_mean(grid, True)),
             "rank1_include_identical_view": _mean(grid),
@@ -232,21 +210,8 @@ def evaluate_indoor_dataset(
     data = _test_set(source, labels, types, views, metric)
     if cross_view_gallery:
         return _cross_view_gallery(data, dataset)
-    if dataset not in _SINGLE_VIEW_PROBES:
-        raise ValueError(f"evaluate_indoor_dataset: data set {dataset!r} is not supported; "
-                         f"valid: {sorted(_SINGLE_VIEW_PROBES)}")
-    view_list = sorted(set(data.views.tolist()))
-    if dataset == "CASIA-E" and "270" in view_list:
-        view_list.remove("270")
-    ranks = tuple(range(1, 6)) if dataset == "SUSTech1K" else (1,)
-    by_substring = dataset == "SUSTech1K"
-    g_idx = np.flatnonzero(_type_mask(data.types, _SINGLE_VIEW_GALLERY[dataset], by_substring))
-    probes = {cond: np.flatnonzero(_type_mask(data.types, probe_types, by_substring))
-              for cond, probe_types in _SINGLE_VIEW_PROBES[dataset].items()}
-    results, matrices = _condition_view_grids(data, dataset, g_idx, probes, view_list, ranks, decimals=2,
-                                              exclude=True)
-    overall = dict(results["Overall"]) if "Overall" in results else None
-    return _report(results, overall=overall, view_matrices=matrices)
+    spec = builtin_protocol(dataset, "evaluate_indoor_dataset")
+    return _view_pair_protocol(data, spec, dataset, spec["ranks"])
 
 
 def evaluate_real_scene(
@@ -254,17 +219,14 @@ def evaluate_real_scene(
     dataset: str = "GREW", metric: str = "euc",
 ) -> dict[str, Any]:
     """Real-scene sets (GREW, HID2021, TTG-200, ...): Rank-1/5/10/20, probe vs gallery types."""
-    if dataset not in _REAL_SCENE_SPLITS:
-        raise ValueError(f"evaluate_real_scene: data set {dataset!r} is not supported; "
-                         f"valid: {sorted(_REAL_SCENE_SPLITS)}")
+    spec = builtin_protocol(dataset, "evaluate_real_scene")
     data = _test_set(source, labels, types, views, metric)
-    gallery_types, probe_types = _REAL_SCENE_SPLITS[dataset]
+    gallery_types, probe_types = spec["gallery"], [t for listed in spec["probes"].values() for t in listed]
     g_idx, p_idx = _of_types(data, gallery_types), _of_types(data, probe_types)
     if p_idx.size == 0 or g_idx.size == 0:
         raise ValueError(f"{dataset}: {p_idx.size} probes (types {probe_types}) and "
                          f"{g_idx.size} gallery items (types {gallery_types}); need both")
-    acc = topk_accuracy(data.dist(p_idx, g_idx), data.labels[p_idx], data.labels[g_idx],
-                        (1, 5, 10, 20))
+    acc = topk_accuracy(data.dist(p_idx, g_idx), data.labels[p_idx], data.labels[g_idx], tuple(spec["ranks"]))
     res = {k: round(v, 2) for k, v in acc.items()}
     logger.info("%s: %s", dataset, _fmt(res))
     return _report({dataset: res})
@@ -298,7 +260,8 @@ def GREW_submission(
     are written as integers, as OpenGait does. Returns empty metrics and ``submission`` = the path.
     """
     data = _test_set(source, labels, types, views, metric)
-    g_idx, p_idx = (_of_types(data, t) for t in _GREW_SUBMISSION_SPLIT)
+    split = builtin_protocol("GREW", "evaluate_real_scene", "submission")
+    g_idx, p_idx = _of_types(data, split["gallery"]), _of_types(data, split["probes"])
     if p_idx.size == 0 or g_idx.size < num_rank:
         raise ValueError(f"{dataset} submission needs probes (type 03) and >= {num_rank} gallery "
                          f"items (types 01, 02); got {p_idx.size} and {g_idx.size}")
@@ -326,14 +289,28 @@ def evaluate_protocol(
     view-pair accuracy (not rounded). ``views`` defaults to the sorted distinct views of the data.
     """
     spec = _load_protocol(protocol)
-    data = _test_set(source, labels, types, views, metric)
-    view_list = [str(v) for v in spec.get("views") or sorted(set(data.views.tolist()))]
-    exclude = bool(spec.get("exclude_identical_view", True))
-    g_idx = _of_types(data, spec["gallery"])
-    probes = {cond: _of_types(data, probe_types) for cond, probe_types in spec["probes"].items()}
-    results, matrices = _condition_view_grids(data, dataset or "protocol", g_idx, probes, view_list, tuple(ranks),
-                                              decimals=None, exclude=exclude)
-    return _report(results, view_matrices=matrices)
+    return _view_pair_protocol(_test_set(source, labels, types, views, metric), spec, dataset or "protocol", ranks)
+
+
+def _view_pair_protocol(data: _TestSet, spec: Mapping[str, Any], name: str, ranks: Sequence[int]) -> dict[str, Any]:
+    """A protocol spec (a protocol.json, or a built-in data set's) on the test set, view pair by view pair.
+
+    Besides `gallery`, `probes`, `views` and `exclude_identical_view`, a spec may say `match: substring` (a type
+    matches when it contains one of the listed ones), `decimals` (each view pair's accuracy rounded, as OpenGait
+    does for its data sets), `leave_out_views` and `overall_condition` (a condition reported as the overall).
+    """
+    leave_out = {str(v) for v in spec.get("leave_out_views") or []}
+    view_list = [str(v) for v in spec.get("views") or sorted(set(data.views.tolist())) if str(v) not in leave_out]
+    by_substring = spec.get("match", "exact") == "substring"
+    g_idx = np.flatnonzero(_type_mask(data.types, [str(t) for t in spec["gallery"]], by_substring))
+    probes = {cond: np.flatnonzero(_type_mask(data.types, [str(t) for t in probe_types], by_substring))
+              for cond, probe_types in spec["probes"].items()}
+    results, matrices = _condition_view_grids(data, name, g_idx, probes, view_list, tuple(ranks),
+                                              decimals=spec.get("decimals"),
+                                              exclude=bool(spec.get("exclude_identical_view", True)))
+    overall_condition = spec.get("overall_condition")
+    overall = dict(results[overall_condition]) if overall_condition in results else None
+    return _report(results, overall=overall, view_matrices=matrices)
 
 
 PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -350,11 +327,7 @@ PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def get_protocol(name: str) -> Callable[..., dict[str, Any]]:
     """The protocol function registered as ``name`` (an OpenGait ``eval_func``)."""
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        valid = ", ".join(sorted(PROTOCOLS))
-        raise ValueError(f"unknown eval_func {name!r}; valid: {valid}") from None
+    return lookup(PROTOCOLS, name, "evaluator_cfg.eval_func")
 
 
 def nearest_gallery(dist: Any, k: int) -> np.ndarray:
@@ -368,15 +341,13 @@ def nearest_gallery(dist: Any, k: int) -> np.ndarray:
 
 def _cross_view_gallery(data: _TestSet, dataset: str) -> dict[str, Any]:
     """``cross_view_gallery_evaluation``: each probe view against the whole gallery."""
-    if dataset not in _CROSS_VIEW_PROBES:
-        raise ValueError(f"cross_view_gallery: data set {dataset!r} is not supported; "
-                         f"valid: {sorted(_CROSS_VIEW_PROBES)}")
+    spec = builtin_protocol(dataset, "evaluate_indoor_dataset", "cross_view_gallery")
     view_list = sorted(set(data.views.tolist()))
-    g_idx = np.flatnonzero(np.isin(data.types, _CROSS_VIEW_GALLERY[dataset]))
+    g_idx = _of_types(data, spec["gallery"])
     results: dict[str, dict[str, float]] = {}
     per_view: dict[str, dict[str, Any]] = {}
-    for cond, probe_types in _CROSS_VIEW_PROBES[dataset].items():
-        p_all = np.flatnonzero(np.isin(data.types, probe_types))
+    for cond, probe_types in spec["probes"].items():
+        p_all = _of_types(data, probe_types)
         if not _has_condition(dataset, cond, p_all, g_idx):
             continue
         acc = np.full(len(view_list), np.nan)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ray_gait.registry import lookup
+
 from .checkpoint import (
     CheckpointError,
     IncompatibleKeys,
@@ -59,10 +61,7 @@ def build_model(
     """Build the model named by ``model_cfg['model']`` and optionally load ``weights`` (path or state_dict)."""
     if not isinstance(model_cfg, Mapping):
         raise ValueError(f"model_cfg must be a mapping, got {type(model_cfg).__name__}")
-    name = model_cfg.get("model")
-    if name not in MODELS:
-        raise ValueError(f"model_cfg.model must be one of {sorted(MODELS)}, got {name!r}")
-    model = MODELS[name].from_config(model_cfg)
+    model = lookup(MODELS, model_cfg.get("model"), "model_cfg.model").from_config(model_cfg)
     if weights is not None:
         load_weights(model, weights, strict=strict)
     return model
@@ -71,9 +70,7 @@ def build_model(
 def input_columns(model_name: str, data_in_use: Sequence[bool] | None) -> tuple[str, ...]:
     """The data set columns a model reads (its class's ``inputs``), checked against ``data_in_use`` =
     [heatmap, silhouette] (OpenGait's order)."""
-    if model_name not in MODELS:
-        raise ValueError(f"model_cfg.model {model_name!r} is not one of {sorted(MODELS)}")
-    wanted = MODELS[model_name].inputs
+    wanted = lookup(MODELS, model_name, "model_cfg.model").inputs
     if data_in_use is not None:
         chosen = tuple(name for name, use in zip(("heatmap", "silhouette"), data_in_use) if use)
         if chosen != wanted:

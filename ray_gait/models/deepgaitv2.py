@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
+from ray_gait.registry import check_keys
+
 from .blocks import BasicBlock2D, BasicBlock3D, BasicBlockP3D, make_layer, set_stem
 from .layers import (
     HorizontalPoolingPyramid,
@@ -148,11 +150,11 @@ class DeepGaitV2(GaitModel):
     @classmethod
     def from_config(cls, model_cfg: Mapping[str, Any]) -> DeepGaitV2:
         """Build from an OpenGait ``model_cfg`` (``model: DeepGaitV2``); unknown keys raise ValueError."""
-        check_section(model_cfg, "model_cfg", {"Backbone", "SeparateBNNecks"}, {"model", "use_emb2"})
+        check_keys(model_cfg, "model_cfg", {"Backbone", "SeparateBNNecks"}, {"model", "use_emb2"})
         check_model_name(model_cfg, cls.__name__)
-        backbone = check_section(model_cfg["Backbone"], "model_cfg.Backbone",
+        backbone = check_keys(model_cfg["Backbone"], "model_cfg.Backbone",
                                  {"in_channels", "mode", "layers", "channels"})
-        necks = check_section(model_cfg["SeparateBNNecks"], "model_cfg.SeparateBNNecks", {"class_num"})
+        necks = check_keys(model_cfg["SeparateBNNecks"], "model_cfg.SeparateBNNecks", {"class_num"})
         mode = backbone["mode"]
         if mode not in _MODES:
             raise ValueError(f"model_cfg.Backbone.mode must be one of {list(_MODES)}, got {mode!r}")
@@ -174,20 +176,6 @@ class DeepGaitV2(GaitModel):
         out = self.layer2(out)
         out = self.layer3(out)
         return self.layer4(out)
-
-
-def check_section(section: Any, where: str, required: set[str], optional: set[str] | None = None) -> Mapping:
-    """Check a config mapping has every ``required`` key and no key outside ``required | optional``."""
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(section).__name__}")
-    allowed = required | (optional or set())
-    unknown = sorted(str(k) for k in section if k not in allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; supported: {sorted(allowed)}")
-    missing = sorted(required - set(section))
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {missing}")
-    return section
 
 
 def check_model_name(model_cfg: Mapping[str, Any], name: str) -> None:

@@ -14,7 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import BasicBlock2D, BasicBlockP3D, make_layer, set_stem
-from .deepgaitv2 import GaitModel, boolean, check_model_name, check_section, positive_int, positive_int_list
+from ray_gait.registry import check_keys
+
+from .deepgaitv2 import GaitModel, boolean, check_model_name, positive_int, positive_int_list
 from .layers import SetBlockWrapper, conv1x1, conv3x3
 
 __all__ = ["AttentionFusion", "SkeletonGaitPP"]
@@ -105,10 +107,10 @@ class SkeletonGaitPP(GaitModel):
     @classmethod
     def from_config(cls, model_cfg: Mapping[str, Any]) -> SkeletonGaitPP:
         """Build from an OpenGait ``model_cfg`` (``model: SkeletonGaitPP``); unknown keys raise ValueError."""
-        check_section(model_cfg, "model_cfg", {"Backbone", "SeparateBNNecks"}, {"model", "use_emb2"})
+        check_keys(model_cfg, "model_cfg", {"Backbone", "SeparateBNNecks"}, {"model", "use_emb2"})
         check_model_name(model_cfg, cls.__name__)
-        backbone = check_section(model_cfg["Backbone"], "model_cfg.Backbone", {"in_channels", "blocks", "C"})
-        necks = check_section(model_cfg["SeparateBNNecks"], "model_cfg.SeparateBNNecks", {"class_num"})
+        backbone = check_keys(model_cfg["Backbone"], "model_cfg.Backbone", {"in_channels", "blocks", "C"})
+        necks = check_keys(model_cfg["SeparateBNNecks"], "model_cfg.SeparateBNNecks", {"class_num"})
         in_channels = positive_int(backbone["in_channels"], "model_cfg.Backbone.in_channels")
         if in_channels != MAP_CHANNELS + SIL_CHANNELS:
             raise ValueError(f"model_cfg.Backbone.in_channels must be 3 for SkeletonGaitPP (2 heatmaps + 1 "

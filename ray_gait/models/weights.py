@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ray_gait.io import fs
-from ray_gait.models import build_model, check_weights, load_opengait_checkpoint, load_weights
+from ray_gait.models import build_model, check_weights, export_opengait_checkpoint, load_opengait_checkpoint, load_weights
 from ray_gait.models.checkpoint import STATE_FILE, read_state
 
 
@@ -41,3 +41,15 @@ def check_eval_weights(model_cfg: Mapping[str, Any], path: str, strict: bool = T
     state, info = read_model_state(path)
     check_state_fits(model_cfg, state, strict, path)
     return info
+
+
+def export_state_as_opengait(checkpoint: str, out: str) -> dict[str, Any]:
+    """Write a ray_gait checkpoint (folder or state.pt) as OpenGait's checkpoint file `out`, after checking its
+    weights against the model its own config describes (strict); the state read."""
+    saved = read_state(checkpoint)
+    model_cfg = (saved.get("config") or {}).get("model_cfg")
+    if model_cfg:
+        load_weights(build_model(model_cfg), saved["model"], strict=True)
+    export_opengait_checkpoint(saved["model"], out, optimizer_state=saved.get("optimizer"),
+                               scheduler_state=saved.get("scheduler"), iteration=int(saved["iteration"]))
+    return saved

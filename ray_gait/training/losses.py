@@ -13,7 +13,6 @@ values are those of the global loss, unscaled. The cross-entropy stays local, as
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +21,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ray_gait.registry import build
+from ray_gait.yaml_config import ConfigError
 
 __all__ = [
     "CrossEntropyLoss",
@@ -174,12 +176,6 @@ _META_KEYS = ("type", "log_prefix", "loss_term_weight")
 _WEIGHT_ALIAS = "loss_term_weights"
 
 
-def _constructor_args(cls: type[nn.Module]) -> list[str]:
-    """Names of the keyword arguments of ``cls.__init__``."""
-    params = inspect.signature(cls.__init__).parameters
-    return [name for name in params if name != "self"]
-
-
 def _loss_weight(cfg: Mapping[str, Any], where: str) -> float:
     """The ``loss_term_weight`` of one loss entry (alias ``loss_term_weights``), default 1.0."""
     has_main, has_alias = "loss_term_weight" in cfg, _WEIGHT_ALIAS in cfg
@@ -192,25 +188,10 @@ def _loss_weight(cfg: Mapping[str, Any], where: str) -> float:
 
 
 def build_loss(cfg: Mapping[str, Any], where: str = "loss_cfg") -> tuple[str, nn.Module, float]:
-    """One ``loss_cfg`` entry -> (log_prefix, loss module, weight); unknown type or key -> ValueError."""
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {type(cfg).__name__}")
-    loss_type = cfg.get("type")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"{where}: unknown loss type {loss_type!r}; valid types: {sorted(LOSS_TYPES)}")
-    if "log_prefix" not in cfg:
-        raise ValueError(f"{where}: missing 'log_prefix' (e.g. 'triplet' or 'softmax')")
-    cls = LOSS_TYPES[loss_type]
-    accepted = _constructor_args(cls)
-    unknown = [k for k in cfg if k not in accepted and k not in _META_KEYS and k != _WEIGHT_ALIAS]
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {unknown} for {loss_type}; valid keys: {sorted([*accepted, *_META_KEYS])}"
-        )
-    try:
-        module = cls(**{k: cfg[k] for k in accepted if k in cfg})
-    except TypeError as err:
-        raise ValueError(f"{where}: {err}") from err
+    """One ``loss_cfg`` entry -> (log_prefix, loss module, weight); an unknown type or key is a ConfigError."""
+    if isinstance(cfg, Mapping) and "log_prefix" not in cfg:
+        raise ConfigError(f"{where}: missing 'log_prefix' (e.g. 'triplet' or 'softmax')")
+    module = build(LOSS_TYPES, cfg, where, skip=(*_META_KEYS, _WEIGHT_ALIAS))
     return str(cfg["log_prefix"]), module, _loss_weight(cfg, where)
 
 
